@@ -1,0 +1,1 @@
+"""Benchmarks: each prints JSON. Ratios are measured within one run (shared machines)."""

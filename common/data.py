@@ -1,0 +1,154 @@
+"""Datasets and the deterministic order and sharding of their samples.
+
+The data order depends only on ``(seed, epoch)``, never on the number of
+workers: every rank computes the same permutation, cuts the same global
+batches from it, and takes its own contiguous part of each. That is what lets
+N workers reproduce the 1-worker run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.schemas import DataSpec, DTypeName, JobSpec, SyntheticSpec
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train/validation split ready for the network.
+
+    ``x_*``: (n, features) in the job's dtype. ``y_*``: (n,) int64 class labels
+    when ``num_classes`` is set, else (n, outputs) regression targets.
+    """
+
+    name: str
+    x_train: Array
+    y_train: Array
+    x_val: Array
+    y_val: Array
+    num_classes: int | None
+
+    @property
+    def features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def outputs(self) -> int:
+        return self.num_classes if self.num_classes is not None else int(self.y_train.shape[1])
+
+
+def load_dataset(spec: DataSpec, *, seed: int, dtype: DTypeName = "float32") -> Dataset:
+    """Build the dataset a spec names; the split and any generation follow ``seed``."""
+    if spec.dataset == "digits":
+        return _digits(spec.validation_fraction, seed, dtype)
+    if spec.dataset == "synthetic":
+        return _synthetic(spec.synthetic or SyntheticSpec(), spec.validation_fraction, seed, dtype)
+    raise ValueError(f"data.dataset: no dataset {spec.dataset!r} has been uploaded")
+
+
+def check_spec_matches_data(job: JobSpec, data: Dataset) -> None:
+    """Raise a ValueError naming the field when the model cannot take this data."""
+    if job.model.input_dim != data.features:
+        raise ValueError(f"model.input_dim: is {job.model.input_dim} but dataset "
+                         f"{data.name!r} has {data.features} features")
+    units = job.model.layers[-1].units
+    if units != data.outputs:
+        what = "classes" if data.num_classes is not None else "outputs"
+        raise ValueError(f"model.layers[-1].units: is {units} but dataset {data.name!r} has "
+                         f"{data.outputs} {what}")
+    if (job.loss == "cross_entropy") != (data.num_classes is not None):
+        task = "classification" if data.num_classes is not None else "regression"
+        raise ValueError(f"loss: {job.loss} does not fit dataset {data.name!r} ({task})")
+    if data.x_train.shape[0] == 0:
+        raise ValueError(f"data.validation_fraction: leaves no training samples in {data.name!r}")
+
+
+def split_train_validation(n: int, fraction: float, seed: int,
+                           labels: Array | None = None) -> tuple[Array, Array]:
+    """``(train_indices, validation_indices)``, sorted; stratified by ``labels`` if given.
+
+    Each class contributes ``round(fraction * its count)`` samples to validation,
+    chosen by a generator seeded with ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c)
+                                                   for c in np.unique(labels)]
+    val_parts = []
+    for group in groups:
+        chosen = rng.permutation(group)[: round(fraction * group.size)]
+        val_parts.append(chosen)
+    val = np.sort(np.concatenate(val_parts)) if val_parts else np.arange(0)
+    train = np.setdiff1d(np.arange(n), val, assume_unique=True)
+    return train, val
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> npt.NDArray[np.int64]:
+    """The sample order of one epoch: a permutation of ``range(n)`` from (seed, epoch)."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
+    """Rank's contiguous part ``[lo, hi)`` of ``n`` items, sizes differing by at most 1.
+
+    The first ``n % world_size`` ranks take one extra item; a rank may get none.
+    """
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Global batches per epoch; the last one may be smaller (never dropped)."""
+    return -(-n_train // batch_size)
+
+
+def _digits(fraction: float, seed: int, dtype: DTypeName) -> Dataset:
+    # scikit-learn ships the 1,797 8x8 digits inside its package: no download.
+    from sklearn.datasets import load_digits  # type: ignore[import-untyped]
+
+    bunch = load_digits()
+    x, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
+    train, val = split_train_validation(len(y), fraction, seed, labels=y)
+    return _standardized("digits", x, y, train, val, dtype, num_classes=10)
+
+
+def _synthetic(spec: SyntheticSpec, fraction: float, seed: int, dtype: DTypeName) -> Dataset:
+    """Gaussian inputs labelled by a random one-hidden-layer tanh teacher network."""
+    rng = np.random.default_rng((seed, 0x5EED))
+    x = rng.standard_normal((spec.samples, spec.features), dtype=np.float32)
+    hidden = 64
+    w1 = rng.standard_normal((spec.features, hidden), dtype=np.float32) / np.float32(
+        np.sqrt(spec.features))
+    w2 = rng.standard_normal((hidden, spec.outputs), dtype=np.float32)
+    scores = np.tanh(x @ w1) @ w2
+    if spec.noise:
+        scores += spec.noise * rng.standard_normal(scores.shape, dtype=np.float32)
+    train, val = split_train_validation(spec.samples, fraction, seed)
+    if spec.task == "classification":
+        y = scores.argmax(axis=1).astype(np.int64)
+        return _split("synthetic", x, y, train, val, dtype, num_classes=spec.outputs)
+    return _split("synthetic", x, scores, train, val, dtype, num_classes=None)
+
+
+def _standardized(name: str, x: Array, y: Array, train: Array, val: Array, dtype: DTypeName,
+                  num_classes: int | None) -> Dataset:
+    """Standardize with the TRAINING part's statistics only (no validation leak)."""
+    mean = x[train].mean(axis=0)
+    std = x[train].std(axis=0)
+    std[std == 0] = 1.0  # constant features (digits' blank corners) stay 0
+    return _split(name, (x - mean) / std, y, train, val, dtype, num_classes)
+
+
+def _split(name: str, x: Array, y: Array, train: Array, val: Array, dtype: DTypeName,
+           num_classes: int | None) -> Dataset:
+    def targets(idx: Array) -> Array:
+        return y[idx] if num_classes is not None else np.ascontiguousarray(y[idx], dtype=dtype)
+
+    return Dataset(name, np.ascontiguousarray(x[train], dtype=dtype), targets(train),
+                   np.ascontiguousarray(x[val], dtype=dtype), targets(val), num_classes)

@@ -1,0 +1,92 @@
+"""The dense layer: ``z = x W + b``, ``a = f(z)``, on whole batches.
+
+A layer owns no parameter memory: ``W``, ``b``, ``dW``, ``db`` are views into
+the network's flat parameter and gradient buffers (see
+:class:`common.nn.network.Network`). It does own its per-batch caches, sized
+once for the largest batch seen and reused through views afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.nn.activations import Activation, Identity, Softmax
+
+Array = npt.NDArray[Any]
+
+
+class Dense:
+    """A fully connected layer.
+
+    Parameters
+    ----------
+    W, dW : ndarray of shape (fan_in, fan_out)
+    b, db : ndarray of shape (fan_out,)
+    activation : the layer's nonlinearity ``f``
+    """
+
+    def __init__(self, W: Array, b: Array, dW: Array, db: Array, activation: Activation):
+        self.W, self.b, self.dW, self.db = W, b, dW, db
+        self.activation = activation
+        self.fan_in, self.fan_out = W.shape
+        self.capacity = 0
+        self.x: Array = np.empty((0, self.fan_in), dtype=W.dtype)  # cached input
+        self.z: Array = np.empty((0, self.fan_out), dtype=W.dtype)  # pre-activation
+        self.a: Array = self.z  # output f(z)
+        self.error: Array = self.z  # dL/dz, "delta"
+        self.scratch: Array = self.z  # for f'(z)
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """He-normal weights for relu, Glorot-uniform for the rest; zero biases."""
+        if self.activation.init == "he":
+            self.W[...] = rng.normal(0.0, np.sqrt(2.0 / self.fan_in), size=self.W.shape)
+        else:
+            limit = np.sqrt(6.0 / (self.fan_in + self.fan_out))
+            self.W[...] = rng.uniform(-limit, limit, size=self.W.shape)
+        self.b[...] = 0
+
+    def reserve(self, capacity: int) -> None:
+        """Make room for batches of up to ``capacity`` samples (grow only)."""
+        if capacity <= self.capacity:
+            return
+        shape, dtype = (capacity, self.fan_out), self.W.dtype
+        self.z = np.empty(shape, dtype=dtype)
+        # identity needs no separate output: a IS z.
+        self.a = self.z if isinstance(self.activation, Identity) else np.empty(shape, dtype=dtype)
+        self.error = np.empty(shape, dtype=dtype)
+        self.scratch = np.empty(shape, dtype=dtype)
+        if isinstance(self.activation, Softmax):
+            self.activation.reserve(capacity, dtype)
+        self.capacity = capacity
+
+    def forward(self, x: Array) -> Array:
+        """``x``: (n, fan_in), C-contiguous, the layer's dtype. Returns ``a``: (n, fan_out).
+
+        Caches ``x``, ``z`` and ``a`` for backward; the returned array is a view
+        of the layer's buffer, valid until the next forward.
+        """
+        n = x.shape[0]
+        self.x = x
+        z, a = self.z[:n], self.a[:n]
+        np.matmul(x, self.W, out=z)
+        z += self.b
+        self.activation.forward(z, a)
+        return a
+
+    def gradients(self, delta: Array) -> None:
+        """From this layer's error ``delta`` (n, fan_out): ``dW = x^T delta``, ``db = sum delta``.
+        """
+        np.matmul(self.x.T, delta, out=self.dW)
+        np.sum(delta, axis=0, out=self.db)
+
+    def error_of_previous(self, delta: Array, previous: Dense) -> Array:
+        """The previous layer's error: ``(delta W^T) * f_prev'(z_prev)``, shape (n, fan_in)."""
+        n = delta.shape[0]
+        previous_error = previous.error[:n]
+        np.matmul(delta, self.W.T, out=previous_error)
+        previous.activation.backward(previous.z[:n], previous.a[:n], previous_error,
+                                     previous.scratch[:n])
+        return previous_error

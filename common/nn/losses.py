@@ -1,0 +1,102 @@
+"""Losses and the output error they start backpropagation with.
+
+Both losses are a MEAN over the samples of the batch:
+
+* ``mse``:           L = (1/n) sum_i 0.5 * sum_j (a_ij - y_ij)^2
+* ``cross_entropy``: L = (1/n) sum_i -log softmax(z_i)[y_i]
+                       = (1/n) sum_i (logsumexp(z_i) - z_i[y_i])
+
+``y`` is ``(n, outputs)`` for mse; for cross_entropy it is either class indices
+``(n,)`` or one-hot rows ``(n, classes)``.
+
+Each loss writes the output error ``delta = dL/dz`` of the last layer, shape
+``(n, outputs)``. The data-parallel trainer passes ``denominator`` = the GLOBAL
+batch size while each rank sees only its shard, so summing the ranks' losses and
+gradients gives exactly the mean over the global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.nn.activations import Activation, Softmax
+
+Array = npt.NDArray[Any]
+
+_row_index: npt.NDArray[np.intp] = np.arange(0)
+
+
+def _rows(n: int) -> npt.NDArray[np.intp]:
+    """``arange(n)`` without allocating it on every step."""
+    global _row_index
+    if _row_index.shape[0] < n:
+        _row_index = np.arange(max(n, 2 * _row_index.shape[0]))
+    return _row_index[:n]
+
+
+class Loss:
+    name: str = ""
+
+    def output_error(self, z: Array, a: Array, y: Array, activation: Activation,
+                     denominator: int, delta: Array, scratch: Array) -> float:
+        """Write ``dL/dz`` of the output layer into ``delta``; return the loss.
+
+        ``z``, ``a``, ``delta``, ``scratch``: ``(n, outputs)``. The loss returned is
+        the SUM over these n samples divided by ``denominator``.
+        """
+        raise NotImplementedError
+
+
+class MeanSquaredError(Loss):
+    name = "mse"
+
+    def output_error(self, z: Array, a: Array, y: Array, activation: Activation,
+                     denominator: int, delta: Array, scratch: Array) -> float:
+        np.subtract(a, y, out=delta)  # dL/da = (a - y) / n
+        flat = delta.reshape(-1)
+        loss = 0.5 * float(np.dot(flat, flat)) / denominator
+        delta *= 1.0 / denominator
+        activation.backward(z, a, delta, scratch)  # chain rule: dL/dz = dL/da * f'(z)
+        return loss
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Cross-entropy fused with the softmax of the last layer.
+
+    The fused output error is ``(p - y) / n``: the softmax Jacobian and the
+    log's derivative cancel, so no Jacobian is ever formed. The loss uses the
+    log-sum-exp the softmax cached in forward, so it never overflows and is
+    finite even where a probability underflows to 0.
+    """
+
+    name = "cross_entropy"
+
+    def output_error(self, z: Array, a: Array, y: Array, activation: Activation,
+                     denominator: int, delta: Array, scratch: Array) -> float:
+        if not isinstance(activation, Softmax):
+            raise TypeError("cross_entropy needs a softmax last layer")
+        n = z.shape[0]
+        log_normalizer = activation.log_normalizer[:n]
+        np.copyto(delta, a)
+        if y.ndim == 1:  # class indices
+            rows = _rows(n)
+            loss_sum = float(log_normalizer.sum()) - float(z[rows, y].sum())
+            delta[rows, y] -= 1
+        else:  # one-hot rows
+            loss_sum = float(log_normalizer.sum()) - float(np.dot(z.reshape(-1), y.reshape(-1)))
+            delta -= y
+        delta *= 1.0 / denominator
+        return loss_sum / denominator
+
+
+_LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MeanSquaredError, SoftmaxCrossEntropy)}
+
+
+def make_loss(name: str) -> Loss:
+    try:
+        return _LOSSES[name]()
+    except KeyError:
+        raise ValueError(f"loss: unknown {name!r}; choose one of {sorted(_LOSSES)}") from None

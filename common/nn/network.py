@@ -1,0 +1,250 @@
+"""The network: forward, loss, backward, gradients, update — on flat buffers.
+
+All parameters live in ONE contiguous 1-D array (``Network.params``) and all
+gradients in another (``Network.grads``); each layer's ``W``, ``b``, ``dW``,
+``db`` are views into them, laid out layer by layer as ``W_1, b_1, W_2, b_2,
+...``. So one in-place all-reduce moves every gradient, and an optimizer step
+is a few vector operations on flat arrays.
+
+The five steps of one training step, by name:
+
+1. ``forward``   - each layer computes ``z = x W + b`` and ``a = f(z)``, caching both;
+2. ``loss``      - the loss object returns L and writes the output error dL/dz;
+3. ``backward``  - each hidden layer's error is the next layer's error sent back
+   through its weights, times the activation's derivative;
+4. gradients     - ``dW = a_prev^T delta`` and ``db = sum(delta)`` per layer
+   (inside ``backward``); ``compute_gradients`` runs 1-4;
+5. update        - an optimizer (:mod:`common.nn.optim`) steps ``params`` with ``grads``.
+
+Trade-off: buffers are sized for the largest batch seen and reused, so the
+training loop allocates nothing batch- or parameter-sized; the price is that a
+network is not re-entrant (one forward/backward at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.nn.activations import make_activation
+from common.nn.layers import Dense
+from common.nn.losses import Loss, make_loss
+from common.schemas import DTypeName, LossName, ModelSpec
+
+Array = npt.NDArray[Any]
+
+#: Batches larger than this are evaluated in pieces (predict, evaluate).
+EVAL_CHUNK = 1024
+
+
+class Network:
+    """A multi-layer perceptron with flat parameter and gradient buffers.
+
+    Parameters
+    ----------
+    spec : the model (``input_dim`` and the layers)
+    loss : ``"mse"`` or ``"cross_entropy"``
+    dtype : ``"float32"`` (default) or ``"float64"``
+    seed : seeds the ``numpy.random.Generator`` of the initial weights
+    grad_padding : extra slots after the gradients in ``grad_buffer``; the
+        data-parallel trainer reduces its loss and timings with the gradients
+        in ONE all-reduce call through them.
+
+    Example: ``input_dim=64, layers=[128 relu, 10 softmax]`` gives
+    ``params`` of shape ``(64*128 + 128 + 128*10 + 10,) = (9610,)``, and
+    ``parameters()`` = ``[(W (64, 128), b (128,)), (W (128, 10), b (10,))]``.
+    """
+
+    def __init__(self, spec: ModelSpec, *, loss: LossName, dtype: DTypeName = "float32",
+                 seed: int = 0, grad_padding: int = 0):
+        self.spec = spec
+        self.dtype = np.dtype(dtype)
+        self.loss: Loss = make_loss(loss)
+        if (loss == "cross_entropy") != (spec.layers[-1].activation == "softmax"):
+            raise ValueError("loss: cross_entropy goes with a softmax last layer, and only with it")
+        sizes = spec.layer_sizes
+        self.num_parameters = spec.num_parameters
+        self.params: Array = np.zeros(self.num_parameters, dtype=self.dtype)
+        self.grad_buffer: Array = np.zeros(self.num_parameters + grad_padding, dtype=self.dtype)
+        self.grads: Array = self.grad_buffer[: self.num_parameters]
+        self.layers: list[Dense] = []
+        offset = 0
+        for fan_in, fan_out, layer_spec in zip(sizes[:-1], sizes[1:], spec.layers, strict=True):
+            w_end = offset + fan_in * fan_out
+            b_end = w_end + fan_out
+            self.layers.append(Dense(
+                self.params[offset:w_end].reshape(fan_in, fan_out), self.params[w_end:b_end],
+                self.grads[offset:w_end].reshape(fan_in, fan_out), self.grads[w_end:b_end],
+                make_activation(layer_spec.activation)))
+            offset = b_end
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            layer.initialize(rng)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec | dict[str, Any], *, seed: int = 0,
+                  dtype: DTypeName = "float32", loss: LossName | None = None,
+                  grad_padding: int = 0) -> Network:
+        """Build from a model spec (validated first, so nothing is half-built).
+
+        ``loss`` defaults to cross_entropy for a softmax last layer, else mse.
+        """
+        model = spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(spec)
+        if loss is None:
+            loss = "cross_entropy" if model.layers[-1].activation == "softmax" else "mse"
+        return cls(model, loss=loss, dtype=dtype, seed=seed, grad_padding=grad_padding)
+
+    # ---- views ------------------------------------------------------------------------
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.layers[0].fan_in)
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.layers[-1].fan_out)
+
+    @property
+    def classifies(self) -> bool:
+        """True for softmax + cross-entropy: outputs are class probabilities."""
+        return self.loss.name == "cross_entropy"
+
+    def parameters(self) -> list[tuple[Array, Array]]:
+        """``[(W, b), ...]``: writable views, ``W`` (fan_in, fan_out), ``b`` (fan_out,)."""
+        return [(layer.W, layer.b) for layer in self.layers]
+
+    def gradients(self) -> list[tuple[Array, Array]]:
+        """``[(dW, db), ...]``: views of the last computed gradients."""
+        return [(layer.dW, layer.db) for layer in self.layers]
+
+    def reserve(self, capacity: int) -> None:
+        """Size every per-batch buffer for ``capacity`` samples (grow only)."""
+        for layer in self.layers:
+            layer.reserve(capacity)
+
+    # ---- the training step ------------------------------------------------------------
+
+    def forward(self, x: Array) -> Array:
+        """``x``: (n, input_dim) -> output activations (n, output_dim), a buffer view."""
+        self.reserve(x.shape[0])
+        a = x
+        for layer in self.layers:
+            a = layer.forward(a)
+        return a
+
+    def backward(self, output_error: Array) -> None:
+        """From the output layer's error (n, output_dim), fill ``grads`` for every layer."""
+        delta = output_error
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[index]
+            layer.gradients(delta)
+            if index > 0:
+                delta = layer.error_of_previous(delta, self.layers[index - 1])
+
+    def compute_gradients(self, x: Array, y: Array, denominator: int | None = None) -> float:
+        """Forward, loss, backward: fill ``grads``, return the loss. No input checks.
+
+        ``x``: (n, input_dim) in the network's dtype, C-contiguous. ``y``: (n,)
+        class indices or (n, outputs). The loss and gradients are of
+        ``sum over these n samples / denominator`` (default n: the batch mean).
+        """
+        n = x.shape[0]
+        out = self.forward(x)
+        last = self.layers[-1]
+        loss = self.loss.output_error(last.z[:n], out, y, last.activation, denominator or n,
+                                      last.error[:n], last.scratch[:n])
+        self.backward(last.error[:n])
+        return loss
+
+    # ---- the public, checked API --------------------------------------------------------
+
+    def loss_and_gradients(self, x: Array, y: Array) -> tuple[float, list[tuple[Array, Array]]]:
+        """The batch-mean loss and ``[(dW, db), ...]`` (copies) for ``(x, y)``; no update."""
+        xc, yc = self.check_batch(x, y)
+        loss = self.compute_gradients(xc, yc)
+        return loss, [(dW.copy(), db.copy()) for dW, db in self.gradients()]
+
+    def predict(self, x: Array) -> Array:
+        """Output activations for ``x`` (n, input_dim): (n, output_dim), a new array."""
+        xc = self.check_inputs(x)
+        out = np.empty((xc.shape[0], self.output_dim), dtype=self.dtype)
+        for start in range(0, xc.shape[0], EVAL_CHUNK):
+            stop = start + EVAL_CHUNK
+            out[start:stop] = self.forward(xc[start:stop])
+        return out
+
+    def evaluate(self, x: Array, y: Array) -> tuple[float, int]:
+        """``(sum of per-sample losses, number classified correctly)`` over ``(x, y)``.
+
+        Sums, not means, so ranks holding parts of a validation set can add them
+        up exactly. ``correct`` is 0 for regression.
+        """
+        loss_sum, correct = 0.0, 0
+        last = self.layers[-1]
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
+            n = xb.shape[0]
+            out = self.forward(xb)
+            loss_sum += self.loss.output_error(last.z[:n], out, yb, last.activation, 1,
+                                               last.error[:n], last.scratch[:n])
+            if self.classifies:
+                labels = yb if yb.ndim == 1 else yb.argmax(axis=1)
+                correct += int(np.count_nonzero(out.argmax(axis=1) == labels))
+        return loss_sum, correct
+
+    def check_inputs(self, x: Array) -> Array:
+        """``x`` as a C-contiguous array of the network's dtype, or a ValueError naming its shape.
+        """
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"x: expected shape (n, {self.input_dim}), got {x.shape}")
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise ValueError(f"x: expected real numbers, got dtype {x.dtype}")
+        if not np.isfinite(x).all():
+            row = int(np.argwhere(~np.isfinite(x))[0][0])
+            raise ValueError(f"x: contains NaN or inf (first in row {row})")
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def check_batch(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """Checked ``(x, y)``: labels (n,) in [0, classes) or targets (n, outputs)."""
+        xc = self.check_inputs(x)
+        n = xc.shape[0]
+        y = np.asarray(y)
+        if self.classifies and y.ndim == 1:
+            if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+                raise ValueError(f"y: expected {n} integer class labels, got {y.dtype} {y.shape}")
+            if n and (y.min() < 0 or y.max() >= self.output_dim):
+                raise ValueError(f"y: class labels must be in [0, {self.output_dim}), "
+                                 f"found {int(y.min())}..{int(y.max())}")
+            return xc, y.astype(np.intp, copy=False)
+        if not self.classifies and y.ndim == 1 and self.output_dim == 1:
+            y = y.reshape(-1, 1)
+        if y.shape != (n, self.output_dim):
+            raise ValueError(f"y: expected shape ({n}, {self.output_dim}), got {y.shape}")
+        if not np.isfinite(y).all():
+            raise ValueError("y: contains NaN or inf")
+        return xc, np.ascontiguousarray(y, dtype=self.dtype)
+
+    # ---- persistence --------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write an .npz with the flat parameters and the spec (no pickle)."""
+        meta = {"model": self.spec.model_dump(), "loss": self.loss.name, "dtype": self.dtype.name}
+        with open(path, "wb") as f:
+            np.savez(f, params=self.params, meta=np.array(json.dumps(meta)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Network:
+        """Rebuild a network written by :meth:`save` (``allow_pickle=False``)."""
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["meta"]))
+            net = cls.from_spec(meta["model"], loss=meta["loss"], dtype=meta["dtype"])
+            params = archive["params"]
+            if params.shape != net.params.shape:
+                raise ValueError(f"params: expected shape {net.params.shape}, got {params.shape}")
+            net.params[...] = params
+        return net

@@ -1,0 +1,154 @@
+"""The job spec: the user-facing contract of syncsgd (JSON body of ``POST /jobs``).
+
+Every field has a sensible default and a bound; unknown fields are rejected, so
+a typo (``"epoch": 5``) is an error that names the field instead of a silent
+default. The models validate only what can be known from the spec alone; what
+depends on the data (``model.input_dim`` against the data's width, output units
+against the number of classes) is checked when the data is loaded
+(:func:`common.data.check_spec_matches_data`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ActivationName = Literal["identity", "sigmoid", "tanh", "relu", "softmax"]
+LossName = Literal["mse", "cross_entropy"]
+AllReduceName = Literal["mpi", "ray", "local"]
+DTypeName = Literal["float32", "float64"]
+Placement = Literal["pack", "spread"]
+
+# Bounds that keep one job from exhausting a machine by accident. The service
+# may impose tighter limits from its settings.
+MAX_UNITS = 65_536
+MAX_LAYERS = 64
+MAX_INPUT_DIM = 1_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LayerSpec(_Strict):
+    """One dense layer: ``units`` outputs, then ``activation``."""
+
+    units: int = Field(ge=1, le=MAX_UNITS)
+    activation: ActivationName = "relu"
+
+
+def _default_layers() -> list[LayerSpec]:
+    return [LayerSpec(units=128, activation="relu"), LayerSpec(units=10, activation="softmax")]
+
+
+class ModelSpec(_Strict):
+    """A multi-layer perceptron: ``input_dim`` features in, ``layers`` in order."""
+
+    input_dim: int = Field(default=64, ge=1, le=MAX_INPUT_DIM)
+    layers: list[LayerSpec] = Field(default_factory=_default_layers, min_length=1,
+                                    max_length=MAX_LAYERS)
+
+    @model_validator(mode="after")
+    def _softmax_only_last(self) -> Self:
+        for index, layer in enumerate(self.layers[:-1]):
+            if layer.activation == "softmax":
+                raise ValueError(
+                    f"layers[{index}].activation: softmax is allowed only on the last layer "
+                    f"(it is fused with cross_entropy); use relu, tanh, sigmoid or identity")
+        return self
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """``[input_dim, units_1, ..., units_L]``."""
+        return [self.input_dim, *(layer.units for layer in self.layers)]
+
+    @property
+    def num_parameters(self) -> int:
+        """Weights plus biases of every layer."""
+        sizes = self.layer_sizes
+        return sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
+
+
+class OptimizerSpec(_Strict):
+    """SGD (momentum, Nesterov, L2 weight decay) or Adam, PyTorch's formulas."""
+
+    kind: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=0.1, gt=0, le=10)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> Self:
+        if self.nesterov and (self.kind != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov: needs kind 'sgd' and momentum > 0")
+        if self.kind == "adam" and self.momentum != 0:
+            raise ValueError("momentum: applies to kind 'sgd' only (adam uses beta1)")
+        return self
+
+
+class SyntheticSpec(_Strict):
+    """A seeded teacher network that labels Gaussian inputs (for benchmarks and tests)."""
+
+    samples: int = Field(default=10_000, ge=2, le=10_000_000)
+    features: int = Field(default=784, ge=1, le=MAX_INPUT_DIM)
+    outputs: int = Field(default=10, ge=1, le=MAX_UNITS)
+    task: Literal["classification", "regression"] = "classification"
+    noise: float = Field(default=0.0, ge=0, le=10)
+
+
+class DataSpec(_Strict):
+    """Which dataset, and which fraction of it is held out for validation."""
+
+    dataset: str = Field(default="digits", pattern=r"^(digits|synthetic|ds_[0-9a-f]{16})$",
+                         description="'digits', 'synthetic', or an uploaded dataset id")
+    validation_fraction: float = Field(default=0.2, ge=0, le=0.9)
+    synthetic: SyntheticSpec | None = None
+
+    @model_validator(mode="after")
+    def _synthetic_only_for_synthetic(self) -> Self:
+        if self.synthetic is not None and self.dataset != "synthetic":
+            raise ValueError("synthetic: settings apply only to dataset 'synthetic'")
+        return self
+
+
+class JobSpec(_Strict):
+    """Everything that defines one training run. Same spec + same seed = same run."""
+
+    name: str = Field(default="job", min_length=1, max_length=100)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    loss: LossName = "cross_entropy"
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    batch_size: int = Field(default=64, ge=1, le=65_536,
+                            description="GLOBAL batch; each step splits it across the workers")
+    epochs: int = Field(default=10, ge=1, le=10_000)
+    workers: int = Field(default=1, ge=1, le=256)
+    allreduce: AllReduceName = "mpi"
+    placement: Placement = Field(default="pack",
+                                 description="pack ranks on few nodes, or spread one per node")
+    dtype: DTypeName = "float32"
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    steps_per_chunk: int = Field(default=0, ge=0, le=100_000,
+                                 description="steps each run() call covers; 0 = about a second")
+    fingerprint_every: int = Field(default=50, ge=1, le=1_000_000,
+                                   description="compare replica parameter hashes every K steps")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Self:
+        last = self.model.layers[-1].activation
+        if self.loss == "cross_entropy" and last != "softmax":
+            raise ValueError(
+                f"loss: cross_entropy needs a softmax last layer "
+                f"(model.layers[-1].activation is {last!r})")
+        if self.loss == "mse" and last == "softmax":
+            raise ValueError("loss: a softmax last layer needs cross_entropy, not mse")
+        if self.allreduce == "local" and self.workers != 1:
+            raise ValueError(f"allreduce: 'local' runs in one process; workers is {self.workers}, "
+                             "use 'mpi' or 'ray' for more")
+        return self

@@ -1,0 +1,4 @@
+"""The workers: the per-rank trainer, its Ray actor, the group that drives a job.
+
+Imports :mod:`common`; imports ray, mpi4py and torch lazily, per backend.
+"""

@@ -1,0 +1,135 @@
+"""The training loop of ONE rank. It sees an ``AllReduce``, a network and its data.
+
+Synchronization points (every rank must reach them in the same order, or the
+collectives hang; this is why ``run(k)`` is the same call on every rank):
+
+1. construction: ``broadcast`` of rank 0's initial parameters;
+2. every step: ONE ``allreduce_sum`` of the gradient buffer, whose padding
+   also carries the shard's loss and each rank's compute time;
+3. the last step of every epoch: one small ``allreduce_sum`` of the
+   validation loss sum and correct count.
+
+Data parallelism without approximation: every rank derives the same sample
+order from ``(seed, epoch)``, cuts the same global batch, and takes its own
+contiguous part of it (sizes differ by at most one; a rank may get none). Each
+rank's loss and gradients are sums over its part divided by the GLOBAL batch
+size, so their all-reduced sum is exactly the full-batch mean, with no padding
+and no duplicated samples. Every rank then applies the same optimizer step to
+the same parameters, so replicas stay identical (checked by ``fingerprint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.collective import AllReduce
+from common.data import Dataset, epoch_order, shard_bounds, steps_per_epoch
+from common.nn import Network, make_optimizer
+from common.records import ChunkResult, StepRecord
+from common.schemas import JobSpec
+
+Array = npt.NDArray[Any]
+
+
+class DivergedError(RuntimeError):
+    """The loss or a gradient is NaN or inf; raised before the update is applied."""
+
+
+class Trainer:
+    """Trains ``spec`` on ``data`` as rank ``comm.rank`` of ``comm.world_size``."""
+
+    def __init__(self, spec: JobSpec, data: Dataset, comm: AllReduce):
+        self.spec, self.data, self.comm = spec, data, comm
+        self.rank, self.world_size = comm.rank, comm.world_size
+        self.master = self.rank == 0  # rank 0's parameters are the job's parameters
+        # grad padding: [loss, compute seconds of rank 0 .. rank W-1]
+        self.net = Network.from_spec(spec.model, seed=spec.seed, dtype=spec.dtype, loss=spec.loss,
+                                     grad_padding=1 + self.world_size)
+        self.optimizer = make_optimizer(spec.optimizer, self.net.num_parameters, self.net.dtype)
+        self.n_train = data.x_train.shape[0]
+        self.steps_per_epoch = steps_per_epoch(self.n_train, spec.batch_size)
+        self.total_steps = self.steps_per_epoch * spec.epochs
+        self.step = 0
+        shard_capacity = -(-spec.batch_size // self.world_size)
+        self.net.reserve(shard_capacity)
+        self._x = np.empty((shard_capacity, data.features), dtype=self.net.dtype)
+        self._y = np.empty((shard_capacity, *data.y_train.shape[1:]), dtype=data.y_train.dtype)
+        self._order: npt.NDArray[np.int64] = np.arange(0)
+        self._order_epoch = -1
+        self._validation = np.zeros(2, dtype=np.float64)
+        comm.broadcast(self.net.params, root=0)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total_steps
+
+    def run(self, steps: int) -> ChunkResult:
+        """Run ``steps`` synchronized steps (fewer at the end of training)."""
+        first = self.step
+        records = [self._train_step() for _ in range(min(steps, self.total_steps - self.step))]
+        K = self.spec.fingerprint_every
+        due = self.done or first // K != self.step // K
+        return ChunkResult(self.rank, records, self.step, self.fingerprint() if due else None)
+
+    def fingerprint(self) -> str:
+        """sha256 of this replica's parameters: equal on every rank, or they diverged."""
+        return hashlib.sha256(self.net.params.tobytes()).hexdigest()
+
+    def _train_step(self) -> StepRecord:
+        epoch, batch = divmod(self.step, self.steps_per_epoch)
+        if epoch != self._order_epoch:
+            self._order, self._order_epoch = epoch_order(self.n_train, self.spec.seed, epoch), epoch
+        start = batch * self.spec.batch_size
+        global_batch = min(self.spec.batch_size, self.n_train - start)
+        lo, hi = shard_bounds(global_batch, self.world_size, self.rank)
+        P, buf = self.net.num_parameters, self.net.grad_buffer
+
+        t0 = time.perf_counter()
+        if hi > lo:
+            rows = self._order[start + lo:start + hi]
+            x, y = self._x[:hi - lo], self._y[:hi - lo]
+            np.take(self.data.x_train, rows, axis=0, out=x)
+            np.take(self.data.y_train, rows, axis=0, out=y)
+            loss = self.net.compute_gradients(x, y, denominator=global_batch)
+        else:  # a global batch smaller than the world: this rank adds nothing
+            self.net.grads[...] = 0
+            loss = 0.0
+        t1 = time.perf_counter()
+        buf[P] = loss
+        buf[P + 1:] = 0
+        buf[P + 1 + self.rank] = t1 - t0
+        self.comm.allreduce_sum(buf)
+        t2 = time.perf_counter()
+        global_loss = float(buf[P])
+        # One pass over the gradients: a NaN or inf anywhere makes the sum non-finite.
+        if not (math.isfinite(global_loss) and math.isfinite(float(self.net.grads.sum()))):
+            raise DivergedError(f"diverged at step {self.step + 1} (loss={global_loss})")
+        self.optimizer.step(self.net.params, self.net.grads)
+        t3 = time.perf_counter()
+
+        slowest = float(buf[P + 1:].max())
+        wait = max(0.0, slowest - (t1 - t0))
+        self.step += 1
+        val_loss = val_accuracy = None
+        if batch == self.steps_per_epoch - 1:
+            val_loss, val_accuracy = self._validate()
+        return StepRecord(self.step, epoch, global_loss, t1 - t0, max(0.0, t2 - t1 - wait), wait,
+                          t3 - t2, val_loss, val_accuracy)
+
+    def _validate(self) -> tuple[float | None, float | None]:
+        """Exact validation loss and accuracy: each rank evaluates its part, then sum."""
+        n_val = self.data.x_val.shape[0]
+        if n_val == 0:
+            return None, None
+        lo, hi = shard_bounds(n_val, self.world_size, self.rank)
+        loss_sum, correct = self.net.evaluate(self.data.x_val[lo:hi], self.data.y_val[lo:hi])
+        self._validation[:] = (loss_sum, correct)
+        self.comm.allreduce_sum(self._validation)
+        accuracy = float(self._validation[1] / n_val) if self.net.classifies else None
+        return float(self._validation[0] / n_val), accuracy
