@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/mypy common
+	$(BIN)/mypy common worker service
 	$(BIN)/lint-imports
 
 test: lint

@@ -110,7 +110,7 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 
 def _digits(fraction: float, seed: int, dtype: DTypeName) -> Dataset:
     # scikit-learn ships the 1,797 8x8 digits inside its package: no download.
-    from sklearn.datasets import load_digits  # type: ignore[import-untyped]
+    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)

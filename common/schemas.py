@@ -130,6 +130,8 @@ class JobSpec(_Strict):
     epochs: int = Field(default=10, ge=1, le=10_000)
     workers: int = Field(default=1, ge=1, le=256)
     allreduce: AllReduceName = "mpi"
+    cpus_per_worker: int = Field(default=1, ge=1, le=64,
+                                 description="CPUs (and BLAS threads) reserved per worker")
     placement: Placement = Field(default="pack",
                                  description="pack ranks on few nodes, or spread one per node")
     dtype: DTypeName = "float32"

@@ -33,11 +33,16 @@ def _read_json(path: Path) -> dict[str, object]:
 
 
 @app.command()
-def demo(epochs: Annotated[int, typer.Option(min=1, max=1000)] = 30, seed: int = 0) -> None:
-    """Train the digits MLP (64-128-10, SGD + momentum) and print each epoch."""
+def demo(epochs: Annotated[int, typer.Option(min=1, max=1000)] = 30,
+         workers: Annotated[int, typer.Option(min=1, max=64)] = 2,
+         allreduce: Annotated[str, typer.Option(help="mpi, ray or local")] = "mpi",
+         seed: int = 0) -> None:
+    """Train the digits MLP (64-128-10) with data-parallel workers on an embedded Ray."""
     spec = JobSpec.model_validate({"name": "digits-mlp", "epochs": epochs, "seed": seed,
                                    "optimizer": {"lr": 0.1, "momentum": 0.9},
-                                   "allreduce": "local", "workers": 1})
+                                   "workers": workers, "allreduce": allreduce})
+    console.print(f"{spec.name}: {workers} worker(s), all-reduce {allreduce}, "
+                  f"{epochs} epochs, global batch {spec.batch_size}")
     epoch_losses: list[float] = []
     last: list[StepRecord] = []
 
@@ -50,9 +55,15 @@ def demo(epochs: Annotated[int, typer.Option(min=1, max=1000)] = 30, seed: int =
                 console.print(f"epoch {record.epoch + 1:3d}  train loss {train_loss:.4f}  "
                               f"val loss {record.val_loss:.4f}  "
                               f"val accuracy {record.val_accuracy:.4f}")
-        last[:] = records[-1:]
+        last[:] = records[-1:] or last
 
-    runner.run_in_process(spec, report)
+    runner.connect(num_cpus=max(workers, 2))
+    try:
+        result = runner.run_job(spec, on_records=report)
+    finally:
+        runner.disconnect()
+    nodes = ", ".join(f"rank {r.rank} pid {r.pid}" for r in result.ranks)
+    console.print(f"{result.steps} steps on {nodes}")
     console.print(f"final validation accuracy: {last[0].val_accuracy:.4f}")
 
 

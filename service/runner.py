@@ -6,25 +6,33 @@ Everything else in ``service/`` speaks in job specs and step records.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from common.collective import LocalAllReduce
-from common.data import check_spec_matches_data, load_dataset
+from common.data import load_dataset
 from common.records import StepRecord
 from common.schemas import JobSpec
-from worker.trainer import Trainer
+from worker import cluster
+from worker.driver import TrainingResult, train
+from worker.errors import GroupError, JobCancelledError
+from worker.group import GroupOptions
 
-#: Steps between progress callbacks when running in this process.
-LOCAL_CHUNK_STEPS = 50
+__all__ = ["GroupError", "GroupOptions", "JobCancelledError", "TrainingResult", "connect",
+           "disconnect", "run_job"]
 
 
-def run_in_process(spec: JobSpec, on_records: Callable[[list[StepRecord]], None]) -> Trainer:
-    """Train ``spec`` in this process (world size 1); report records chunk by chunk.
+def connect(address: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Start the embedded Ray (``address=None``) or join a cluster; returns its resources."""
+    return cluster.connect(address, **kwargs)
 
-    Returns the finished trainer (its ``net`` holds the final weights).
-    """
+
+def disconnect() -> None:
+    cluster.disconnect()
+
+
+def run_job(spec: JobSpec, *, on_records: Callable[[list[StepRecord]], None],
+            cancelled: Callable[[], bool] = lambda: False,
+            options: GroupOptions | None = None) -> TrainingResult:
+    """Train ``spec`` on a fresh worker group of the connected Ray cluster."""
     data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
-    check_spec_matches_data(spec, data)
-    trainer = Trainer(spec, data, LocalAllReduce())
-    while not trainer.done:
-        on_records(trainer.run(LOCAL_CHUNK_STEPS).records)
-    return trainer
+    return train(spec, data, options or GroupOptions(), on_records=on_records,
+                 cancelled=cancelled)

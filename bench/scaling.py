@@ -1,0 +1,76 @@
+"""Steps per second with 1 and 2 workers on the 784-1024-1024-10 MLP, global batch 512.
+
+Each configuration is a real job on the embedded Ray (synthetic data, float32,
+SGD + momentum). Steps/s is measured by the driver between the end of the first
+chunk and the end of the last (start-up and the first chunk excluded). Workers
+get one CPU and one BLAS thread each, so ``speedup`` is the data-parallel
+scaling; "1 worker x 2 threads" is the single-process alternative on these 2 cores.
+
+    python -m bench.scaling [--steps 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from bench.machine import machine_info
+from common.data import load_dataset
+from common.records import StepRecord
+from common.schemas import JobSpec
+from worker import cluster
+from worker.driver import train
+from worker.group import GroupOptions
+
+
+def spec_for(workers: int, cpus: int, allreduce: str, steps: int) -> JobSpec:
+    return JobSpec.model_validate({
+        "model": {"input_dim": 784, "layers": [{"units": 1024, "activation": "relu"},
+                                               {"units": 1024, "activation": "relu"},
+                                               {"units": 10, "activation": "softmax"}]},
+        "data": {"dataset": "synthetic", "validation_fraction": 0.0,
+                 "synthetic": {"samples": 512 * steps, "features": 784, "outputs": 10}},
+        "optimizer": {"lr": 0.01, "momentum": 0.9}, "batch_size": 512, "epochs": 1,
+        "workers": workers, "cpus_per_worker": cpus, "allreduce": allreduce,
+        "steps_per_chunk": 10})
+
+
+def steps_per_second(spec: JobSpec) -> float:
+    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
+    marks: list[tuple[float, int]] = []
+
+    def on_records(records: list[StepRecord]) -> None:
+        marks.append((time.perf_counter(), records[-1].step))
+
+    train(spec, data, GroupOptions(), on_records=on_records)
+    (t0, s0), (t1, s1) = marks[0], marks[-1]
+    return (s1 - s0) / (t1 - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args()
+    cluster.connect(num_cpus=2)
+    try:
+        runs: dict[str, Any] = {
+            "1 worker x 1 thread": steps_per_second(spec_for(1, 1, "local", args.steps)),
+            "2 workers x 1 thread, mpi": steps_per_second(spec_for(2, 1, "mpi", args.steps)),
+            "2 workers x 1 thread, ray": steps_per_second(spec_for(2, 1, "ray", args.steps)),
+            "1 worker x 2 threads": steps_per_second(spec_for(1, 2, "local", args.steps)),
+        }
+    finally:
+        cluster.disconnect()
+    one = runs["1 worker x 1 thread"]
+    results = [{"name": f"scaling {name}", "project": value, "reference": one,
+                "unit": "steps/s", "ratio": value / one,
+                "goal": 1.8 if name.startswith("2 workers") else None}
+               for name, value in runs.items()]
+    print(json.dumps({"benchmark": "scaling", "machine": machine_info(), "results": results},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()

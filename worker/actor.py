@@ -1,0 +1,154 @@
+"""One rank of a job: a plain class the worker group runs as a Ray actor.
+
+Like Horovod's worker, it does not depend on Ray (only ``node_address`` asks
+Ray where it runs), so its logic is testable in-process. Its life:
+``describe`` -> join a collective group (``mpi_*`` steps, ``gloo_join`` or
+``local_join``) -> ``start`` (builds the trainer: the broadcast of rank 0's
+initial parameters happens here, on every rank at once) -> ``run(k)`` chunks
+-> ``final_params`` -> ``close``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy.typing as npt
+from threadpoolctl import threadpool_limits
+
+from common.collective import AllReduce, LocalAllReduce
+from common.data import Dataset
+from common.records import ChunkResult
+from common.schemas import JobSpec
+from worker.backends.mpi import MpiPortJoin
+from worker.trainer import Trainer
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault to inject, for operators' drills and tests: rank ``rank`` before step ``step``.
+
+    ``raise``: the rank raises (a bad-data bug). ``kill``: SIGKILL of its
+    process (a real crash). ``hang``: it stops answering while its peers wait
+    in a collective. ``perturb``: its replica's weights drift (a silent
+    corruption the fingerprint check must catch). Only ever set when the
+    service's settings allow fault injection.
+    """
+
+    rank: int
+    step: int
+    action: Literal["raise", "kill", "hang", "perturb"] = "raise"
+
+
+class InjectedFaultError(RuntimeError):
+    """The error an injected ``raise`` fault produces."""
+
+
+class RankWorker:
+    def __init__(self, spec_json: str, rank: int, world_size: int, blas_threads: int = 1,
+                 fault: Fault | None = None):
+        # One BLAS thread per CPU this rank was given: ranks that fill the cores
+        # must not also fight over them from inside OpenBLAS.
+        self._blas_limit = threadpool_limits(limits=blas_threads, user_api="blas")
+        self.spec = JobSpec.model_validate_json(spec_json)
+        self.rank, self.world_size = rank, world_size
+        self.fault = fault if fault is not None and fault.rank == rank else None
+        self._mpi_join: MpiPortJoin | None = None
+        self.comm: AllReduce | None = None
+        self.trainer: Trainer | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Where this rank runs: its rank, process id, host name and node address."""
+        return {"rank": self.rank, "pid": os.getpid(), "hostname": socket.gethostname(),
+                "node": self.node_address()}
+
+    @staticmethod
+    def node_address() -> str:
+        import ray
+
+        return str(ray.util.get_node_ip_address())
+
+    # ---- joining the collective group ------------------------------------------------------
+
+    def mpi_open_port(self) -> str:
+        self._mpi_join = MpiPortJoin()
+        return self._mpi_join.open_port()
+
+    def mpi_accept(self, port: str) -> int:
+        assert self._mpi_join is not None, "rank 0 opens the port first"
+        return self._mpi_join.accept(port)
+
+    def mpi_connect(self, port: str) -> int:
+        self._mpi_join = MpiPortJoin()
+        return self._mpi_join.connect(port)
+
+    def mpi_finish(self) -> int:
+        assert self._mpi_join is not None
+        self.comm = self._mpi_join.finish()
+        self._mpi_join = None
+        return self.comm.rank
+
+    def gloo_join(self, group_name: str, timeout_ms: int) -> int:
+        from worker.backends.ray_collective import GlooAllReduce
+
+        self.comm = GlooAllReduce(self.world_size, self.rank, group_name, timeout_ms)
+        return self.comm.rank
+
+    def local_join(self) -> int:
+        self.comm = LocalAllReduce()
+        return 0
+
+    # ---- training ----------------------------------------------------------------------
+
+    def start(self, data: Dataset) -> int:
+        """Build the trainer (collective: broadcasts rank 0's parameters). Returns total steps."""
+        if self.comm is None or self.comm.rank != self.rank:
+            raise RuntimeError(f"rank {self.rank}: not joined to the collective group")
+        self.trainer = Trainer(self.spec, data, self.comm)
+        return self.trainer.total_steps
+
+    def run(self, steps: int) -> ChunkResult:
+        """``steps`` synchronized steps; only rank 0 sends its records back."""
+        trainer = self._trainer()
+        first = trainer.step
+        records = []
+        if self.fault is not None and first < self.fault.step <= first + steps:
+            records += trainer.run(self.fault.step - 1 - first).records
+            self._inject(self.fault, trainer)
+            self.fault = None
+        result = trainer.run(first + steps - trainer.step)
+        records += result.records
+        every = self.spec.fingerprint_every
+        fingerprint = result.fingerprint
+        if fingerprint is None and first // every != trainer.step // every:
+            fingerprint = trainer.fingerprint()
+        return ChunkResult(self.rank, records if self.rank == 0 else [], trainer.step, fingerprint)
+
+    def final_params(self) -> Array:
+        return self._trainer().net.params
+
+    def close(self) -> None:
+        if self.comm is not None:
+            self.comm.close()
+            self.comm = None
+
+    def _trainer(self) -> Trainer:
+        if self.trainer is None:
+            raise RuntimeError(f"rank {self.rank}: start() was not called")
+        return self.trainer
+
+    def _inject(self, fault: Fault, trainer: Trainer) -> None:
+        if fault.action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif fault.action == "hang":
+            time.sleep(10**6)
+        elif fault.action == "perturb":
+            trainer.net.params[0] += 1e-3
+        else:
+            raise InjectedFaultError(f"injected fault at step {fault.step}")

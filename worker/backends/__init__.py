@@ -1,0 +1,1 @@
+"""All-reduce backends behind :class:`common.collective.AllReduce`: ``mpi`` and ``ray`` (gloo)."""

@@ -1,0 +1,57 @@
+"""Why a job's worker group failed, said so a person can act on it.
+
+Errors from N identical ranks are grouped into one line ("ranks 0, 1:
+DivergedError: ..."), and every failure names rank, node and process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RankFailure:
+    rank: int
+    node: str
+    pid: int
+    cause: str  # "ValueError: ..." or "process died: ..."
+
+
+class GroupError(RuntimeError):
+    """The worker group of a job could not go on; the message names what and where."""
+
+
+class RankFailedError(GroupError):
+    def __init__(self, failures: list[RankFailure], during: str):
+        self.failures = sorted(failures, key=lambda f: f.rank)
+        super().__init__(f"{during}: {describe_failures(self.failures)}")
+
+
+class GroupTimeoutError(GroupError):
+    """A collective step or chunk did not finish in time: a hang, not an error."""
+
+
+class ReplicaMismatchError(GroupError):
+    """Replicas that must be identical hold different parameters."""
+
+
+class PlacementError(GroupError):
+    """The cluster cannot give the job the CPUs its workers need."""
+
+
+class JobCancelledError(Exception):
+    """The job was cancelled between chunks."""
+
+
+def describe_failures(failures: list[RankFailure]) -> str:
+    """``rank 1 (node 10.0.0.2, pid 812): ValueError: ...``; identical causes grouped."""
+    by_cause: dict[str, list[RankFailure]] = {}
+    for failure in failures:
+        by_cause.setdefault(failure.cause, []).append(failure)
+    parts = []
+    for cause, group in by_cause.items():
+        where = "; ".join(f"node {f.node}, pid {f.pid}" for f in group)
+        ranks = ", ".join(str(f.rank) for f in group)
+        label = "rank" if len(group) == 1 else "ranks"
+        parts.append(f"{label} {ranks} ({where}): {cause}")
+    return " | ".join(parts)
