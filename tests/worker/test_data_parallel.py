@@ -22,7 +22,8 @@ from common.records import StepRecord
 from common.schemas import JobSpec
 from worker.actor import Fault
 from worker.driver import TrainingResult, train
-from worker.errors import GroupTimeoutError, PlacementError, RankFailedError, ReplicaMismatchError
+from worker.errors import (GroupTimeoutError, JobCancelledError, PlacementError, RankFailedError,
+                           ReplicaMismatchError)
 from worker.group import GroupOptions, WorkerGroup
 from worker.trainer import Trainer
 
@@ -183,3 +184,21 @@ def test_mpiexec_native_launch_gives_the_same_weights(tmp_path: Path) -> None:
                                [r.loss for r in expected_records], rtol=1e-10)
     np.testing.assert_allclose(Network.load(out / "model.npz").params, expected_params,
                                rtol=1e-10, atol=1e-14)
+
+
+def test_cancel_between_chunks_stops_the_job_and_frees_its_workers(ray_cluster: Any) -> None:
+    groups: list[WorkerGroup] = []
+    records: list[StepRecord] = []
+    spec = job(workers=2, allreduce="mpi", epochs=50, steps_per_chunk=10)
+    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
+    with pytest.raises(JobCancelledError, match="cancelled at step 20"):
+        train(spec, data, GroupOptions(), on_records=records.extend,
+              cancelled=lambda: len(records) >= 20, on_started=groups.append)
+    assert [r.step for r in records] == list(range(1, 21))
+    assert_group_gone(groups[0])
+    import ray
+
+    deadline = time.monotonic() + 10  # placement groups are removed asynchronously
+    while ray.available_resources().get("CPU") != ray.cluster_resources().get("CPU"):
+        assert time.monotonic() < deadline, "the job's CPUs were not given back"
+        time.sleep(0.2)
