@@ -8,6 +8,7 @@ N workers reproduce the 1-worker run.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,26 @@ import numpy.typing as npt
 from common.schemas import DataSpec, DTypeName, JobSpec, SyntheticSpec
 
 Array = npt.NDArray[Any]
+
+
+class DataMismatchError(ValueError):
+    """The spec does not fit its data; ``field`` is the spec field to change."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a job needs to know about its data before any of it is built."""
+
+    name: str
+    features: int
+    outputs: int  # classes, or regression targets
+    num_classes: int | None  # None for regression
+    n_train: int
+    n_val: int
 
 
 @dataclass(frozen=True)
@@ -42,6 +63,11 @@ class Dataset:
     def outputs(self) -> int:
         return self.num_classes if self.num_classes is not None else int(self.y_train.shape[1])
 
+    @property
+    def info(self) -> DatasetInfo:
+        return DatasetInfo(self.name, self.features, self.outputs, self.num_classes,
+                           int(self.x_train.shape[0]), int(self.x_val.shape[0]))
+
 
 def load_dataset(spec: DataSpec, *, seed: int, dtype: DTypeName = "float32") -> Dataset:
     """Build the dataset a spec names; the split and any generation follow ``seed``."""
@@ -49,24 +75,42 @@ def load_dataset(spec: DataSpec, *, seed: int, dtype: DTypeName = "float32") -> 
         return _digits(spec.validation_fraction, seed, dtype)
     if spec.dataset == "synthetic":
         return _synthetic(spec.synthetic or SyntheticSpec(), spec.validation_fraction, seed, dtype)
-    raise ValueError(f"data.dataset: no dataset {spec.dataset!r} has been uploaded")
+    raise DataMismatchError("data.dataset", f"no dataset {spec.dataset!r} has been uploaded")
 
 
-def check_spec_matches_data(job: JobSpec, data: Dataset) -> None:
-    """Raise a ValueError naming the field when the model cannot take this data."""
+def describe_dataset(spec: DataSpec, *, seed: int) -> DatasetInfo:
+    """The shape of the data ``spec`` names, without generating it (cheap)."""
+    if spec.dataset == "digits":
+        labels = _digits_labels()
+        _, val = split_train_validation(len(labels), spec.validation_fraction, seed, labels)
+        return DatasetInfo("digits", 64, 10, 10, len(labels) - len(val), len(val))
+    if spec.dataset == "synthetic":
+        syn = spec.synthetic or SyntheticSpec()
+        n_val = round(spec.validation_fraction * syn.samples)
+        classes = syn.outputs if syn.task == "classification" else None
+        return DatasetInfo("synthetic", syn.features, syn.outputs, classes,
+                           syn.samples - n_val, n_val)
+    raise DataMismatchError("data.dataset", f"no dataset {spec.dataset!r} has been uploaded")
+
+
+def check_spec_matches_data(job: JobSpec, data: Dataset | DatasetInfo) -> None:
+    """Raise a :class:`DataMismatchError` naming the field when the model cannot take this data."""
+    if isinstance(data, Dataset):
+        data = data.info
     if job.model.input_dim != data.features:
-        raise ValueError(f"model.input_dim: is {job.model.input_dim} but dataset "
-                         f"{data.name!r} has {data.features} features")
+        raise DataMismatchError("model.input_dim", f"is {job.model.input_dim} but dataset "
+                                f"{data.name!r} has {data.features} features")
     units = job.model.layers[-1].units
     if units != data.outputs:
         what = "classes" if data.num_classes is not None else "outputs"
-        raise ValueError(f"model.layers[-1].units: is {units} but dataset {data.name!r} has "
-                         f"{data.outputs} {what}")
+        raise DataMismatchError("model.layers[-1].units", f"is {units} but dataset "
+                                f"{data.name!r} has {data.outputs} {what}")
     if (job.loss == "cross_entropy") != (data.num_classes is not None):
         task = "classification" if data.num_classes is not None else "regression"
-        raise ValueError(f"loss: {job.loss} does not fit dataset {data.name!r} ({task})")
-    if data.x_train.shape[0] == 0:
-        raise ValueError(f"data.validation_fraction: leaves no training samples in {data.name!r}")
+        raise DataMismatchError("loss", f"{job.loss} does not fit dataset {data.name!r} ({task})")
+    if data.n_train == 0:
+        raise DataMismatchError("data.validation_fraction",
+                                f"leaves no training samples in {data.name!r}")
 
 
 def split_train_validation(n: int, fraction: float, seed: int,
@@ -108,12 +152,23 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return -(-n_train // batch_size)
 
 
-def _digits(fraction: float, seed: int, dtype: DTypeName) -> Dataset:
+@functools.cache
+def _digits_arrays() -> tuple[Array, Array]:
     # scikit-learn ships the 1,797 8x8 digits inside its package: no download.
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
+    x.flags.writeable = y.flags.writeable = False  # shared by every caller
+    return x, y
+
+
+def _digits_labels() -> Array:
+    return _digits_arrays()[1]
+
+
+def _digits(fraction: float, seed: int, dtype: DTypeName) -> Dataset:
+    x, y = _digits_arrays()
     train, val = split_train_validation(len(y), fraction, seed, labels=y)
     return _standardized("digits", x, y, train, val, dtype, num_classes=10)
 

@@ -11,6 +11,8 @@ against the number of classes) is checked when the data is loaded
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
+from enum import StrEnum
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -154,3 +156,71 @@ class JobSpec(_Strict):
             raise ValueError(f"allreduce: 'local' runs in one process; workers is {self.workers}, "
                              "use 'mpi' or 'ray' for more")
         return self
+
+
+# ---- what the service reports ------------------------------------------------------------
+
+
+class JobState(StrEnum):
+    """Where a job is in its life: ``queued -> running -> succeeded | failed | cancelled``."""
+
+    queued = "queued"  # accepted; waits for CPUs (or a free slot) in submission order
+    running = "running"  # its workers exist and train
+    succeeded = "succeeded"  # every step ran; the weights are stored
+    failed = "failed"  # a rank failed, the data did not fit, or the service lost it
+    cancelled = "cancelled"  # stopped on request
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.succeeded, JobState.failed, JobState.cancelled)
+
+
+class Timing(BaseModel):
+    """Mean seconds per step over the latest chunk, on rank 0 (see ``StepRecord``)."""
+
+    compute: float
+    allreduce: float
+    wait: float
+    update: float
+
+
+class RankPlacement(BaseModel):
+    rank: int
+    node: str
+    pid: int
+
+
+class JobPublic(BaseModel):
+    """A job as the API returns it."""
+
+    id: str
+    name: str
+    state: JobState
+    spec: JobSpec
+    step: int = 0
+    total_steps: int | None = None
+    epoch: int = 0
+    loss: float | None = None  # latest global training loss
+    val_loss: float | None = None  # latest epoch's validation loss
+    val_accuracy: float | None = None
+    timing: Timing | None = None
+    ranks: list[RankPlacement] = Field(default_factory=list)
+    error: str | None = None
+    restarts: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class CurvePoint(BaseModel):
+    """One step of the loss curve (the API form of ``common.records.StepRecord``)."""
+
+    step: int
+    epoch: int
+    loss: float
+    compute: float
+    allreduce: float
+    wait: float
+    update: float
+    val_loss: float | None = None
+    val_accuracy: float | None = None

@@ -1,28 +1,57 @@
-"""The ``syncsgd`` command line."""
+"""The ``syncsgd`` command line. Every command but ``serve`` and ``gradcheck`` speaks HTTP.
+
+    syncsgd serve                      # the service, on the embedded default
+    syncsgd submit job.json --follow   # queue a job and watch its loss
+    syncsgd demo                       # all of it, end to end, on a temporary service
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from common.nn import Network, gradcheck
-from common.records import StepRecord
 from common.schemas import JobSpec, ModelSpec
-from service import runner
+from service.client import ApiError, Client
 
 app = typer.Typer(help="syncsgd: synchronized data-parallel SGD as a service.",
                   no_args_is_help=True, add_completion=False)
-console = Console()
+# Piped output (scripts, logs) gets whole lines and unfolded tables, not an 80-column fold.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def _read_json(path: Path) -> dict[str, object]:
+class Context:
+    def __init__(self, url: str, token: str | None):
+        self.url, self.token = url, token
+
+    def client(self) -> Client:
+        return Client(self.url, self.token)
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         url: Annotated[str, typer.Option(envvar="SYNCSGD_URL", help="the service")] = DEFAULT_URL,
+         token: Annotated[str | None, typer.Option(envvar="SYNCSGD_TOKEN",
+                                                   help="bearer token")] = None) -> None:
+    ctx.obj = Context(url, token)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -32,39 +61,179 @@ def _read_json(path: Path) -> dict[str, object]:
     return value
 
 
-@app.command()
-def demo(epochs: Annotated[int, typer.Option(min=1, max=1000)] = 30,
-         workers: Annotated[int, typer.Option(min=1, max=64)] = 2,
-         allreduce: Annotated[str, typer.Option(help="mpi, ray or local")] = "mpi",
-         seed: int = 0) -> None:
-    """Train the digits MLP (64-128-10) with data-parallel workers on an embedded Ray."""
-    spec = JobSpec.model_validate({"name": "digits-mlp", "epochs": epochs, "seed": seed,
-                                   "optimizer": {"lr": 0.1, "momentum": 0.9},
-                                   "workers": workers, "allreduce": allreduce})
-    console.print(f"{spec.name}: {workers} worker(s), all-reduce {allreduce}, "
-                  f"{epochs} epochs, global batch {spec.batch_size}")
-    epoch_losses: list[float] = []
-    last: list[StepRecord] = []
-
-    def report(records: list[StepRecord]) -> None:
-        for record in records:
-            epoch_losses.append(record.loss)
-            if record.val_loss is not None:
-                train_loss = sum(epoch_losses) / len(epoch_losses)
-                epoch_losses.clear()
-                console.print(f"epoch {record.epoch + 1:3d}  train loss {train_loss:.4f}  "
-                              f"val loss {record.val_loss:.4f}  "
-                              f"val accuracy {record.val_accuracy:.4f}")
-        last[:] = records[-1:] or last
-
-    runner.connect(num_cpus=max(workers, 2))
+def _api(call: Any, *args: Any) -> Any:
+    """Run a client call; an API error becomes a one-line message and exit status 1."""
     try:
-        result = runner.run_job(spec, on_records=report)
-    finally:
-        runner.disconnect()
-    nodes = ", ".join(f"rank {r.rank} pid {r.pid}" for r in result.ranks)
-    console.print(f"{result.steps} steps on {nodes}")
-    console.print(f"final validation accuracy: {last[0].val_accuracy:.4f}")
+        return call(*args)
+    except ApiError as exc:
+        console.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+# ---- the service -------------------------------------------------------------------------
+
+
+@app.command()
+def serve(host: Annotated[str | None, typer.Option(help="default: SYNCSGD_HOST")] = None,
+          port: Annotated[int | None, typer.Option(help="default: SYNCSGD_PORT")] = None,
+          data_dir: Annotated[Path | None, typer.Option(help="default: SYNCSGD_DATA_DIR")] = None,
+          ) -> None:
+    """Run the service (HTTP API, job queue, SQLite) on the configured Ray."""
+    import uvicorn
+
+    from service.config import Settings
+    from service.main import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items()
+                 if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    # Bind before the app starts: Ray, started by the app, opens ports of its own and
+    # could otherwise take ours in between.
+    listener = socket.create_server((settings.host, settings.port), reuse_port=False)
+    config = uvicorn.Config(create_app(settings), log_level="warning",
+                            timeout_graceful_shutdown=30)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+# ---- jobs --------------------------------------------------------------------------------
+
+
+@app.command()
+def submit(ctx: typer.Context,
+           spec_file: Annotated[Path, typer.Argument(help="a job spec (JSON)")],
+           name: str | None = None, workers: int | None = None, epochs: int | None = None,
+           batch_size: int | None = None, allreduce: str | None = None,
+           lr: float | None = None, seed: int | None = None,
+           follow_job: Annotated[bool, typer.Option("--follow", help="then follow it")] = False,
+           ) -> None:
+    """Queue a job from a spec file; flags override its common fields."""
+    spec = _read_json(spec_file)
+    for key, value in {"name": name, "workers": workers, "epochs": epochs,
+                       "batch_size": batch_size, "allreduce": allreduce, "seed": seed}.items():
+        if value is not None:
+            spec[key] = value
+    if lr is not None:
+        spec["optimizer"] = {**spec.get("optimizer", {}), "lr": lr}
+    client = ctx.obj.client()
+    job = _api(client.submit, spec)
+    console.print(f"{job['id']} {job['state']}")
+    if follow_job:
+        raise typer.Exit(_follow(client, job["id"]))
+
+
+@app.command("list")
+def list_jobs(ctx: typer.Context, state: str | None = None,
+              limit: Annotated[int, typer.Option(min=1, max=500)] = 20) -> None:
+    """The newest jobs."""
+    page = _api(ctx.obj.client().jobs, state, limit)
+    table = Table("id", "name", "state", "step", "loss", "val acc", "created")
+    for job in page["items"]:
+        table.add_row(job["id"], job["name"], job["state"],
+                      f"{job['step']}/{job['total_steps'] or '?'}", _fmt(job["loss"]),
+                      _fmt(job["val_accuracy"]), job["created_at"][:19])
+    console.print(table)
+    console.print(f"{len(page['items'])} of {page['total']} jobs")
+
+
+@app.command()
+def status(ctx: typer.Context, job_id: str) -> None:
+    """One job, as JSON."""
+    console.print_json(data=_api(ctx.obj.client().job, job_id))
+
+
+@app.command()
+def follow(ctx: typer.Context, job_id: str) -> None:
+    """A progress bar with the live loss, until the job ends (exit 1 unless it succeeded)."""
+    raise typer.Exit(_follow(ctx.obj.client(), job_id))
+
+
+def _follow(client: Client, job_id: str) -> int:
+    job = _api(client.job, job_id)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}  val acc {task.fields[acc]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"{job_id} {job['state']}", total=job["total_steps"],
+                                 loss="-", acc="-")
+        try:
+            for event, data in client.events(job_id):
+                if event == "points":
+                    last = data[-1]
+                    accs = [p["val_accuracy"] for p in data if p["val_accuracy"] is not None]
+                    fields: dict[str, Any] = {"loss": f"{last['loss']:.4f}"}
+                    if accs:
+                        fields["acc"] = f"{accs[-1]:.4f}"
+                    progress.update(task, completed=last["step"], **fields)
+                elif event == "state":
+                    job = data
+                    progress.update(task, description=f"{job_id} {job['state']}",
+                                    total=job["total_steps"], completed=job["step"])
+        except ApiError as exc:
+            console.print(f"[red]error[/red] {exc}")
+            return 1
+    job = _api(client.job, job_id)
+    console.print(f"{job_id} {job['state']}: {job['step']} steps, loss {_fmt(job['loss'])}, "
+                  f"val loss {_fmt(job['val_loss'])}, val accuracy {_fmt(job['val_accuracy'])}")
+    if job["error"]:
+        console.print(f"[red]error[/red] {job['error']}")
+    return 0 if job["state"] == "succeeded" else 1
+
+
+@app.command()
+def curve(ctx: typer.Context, job_id: str,
+          png: Annotated[Path | None, typer.Option(help="write a chart here")] = None,
+          every: Annotated[int, typer.Option(min=0, help="table: every Nth step, 0: ~20 rows")] = 0,
+          ) -> None:
+    """The loss curve: a table of steps (and epoch ends), and optionally a PNG chart."""
+    points = _api(ctx.obj.client().curve, job_id)
+    stride = every or max(1, len(points) // 20)
+    table = Table("step", "epoch", "loss", "val loss", "val acc", title=job_id)
+    for p in points:
+        if p["step"] % stride == 0 or p["val_loss"] is not None or p is points[-1]:
+            table.add_row(str(p["step"]), str(p["epoch"] + 1), f"{p['loss']:.4f}",
+                          _fmt(p["val_loss"]), _fmt(p["val_accuracy"]))
+    console.print(table)
+    if png is not None:
+        _plot(points, png, title=job_id)
+        console.print(f"wrote {png}")
+
+
+def _plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    ax.plot([p["step"] for p in points], [p["loss"] for p in points], lw=0.8,
+            label="training loss (per step)")
+    ends = [p for p in points if p["val_loss"] is not None]
+    ax.plot([p["step"] for p in ends], [p["val_loss"] for p in ends], "o-",
+            label="validation loss (per epoch)")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if any(p["val_accuracy"] is not None for p in ends):
+        acc = ax.twinx()
+        acc.plot([p["step"] for p in ends], [p["val_accuracy"] for p in ends], "s--",
+                 color="tab:green", label="validation accuracy")
+        acc.set_ylabel("accuracy")
+        acc.legend(loc="center right")
+    ax.legend(loc="lower left")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@app.command()
+def cancel(ctx: typer.Context, job_id: str) -> None:
+    """Cancel a queued or running job."""
+    job = _api(ctx.obj.client().cancel, job_id)
+    console.print(f"{job['id']} {job['state']}")
+
+
+# ---- the engine --------------------------------------------------------------------------
 
 
 @app.command("gradcheck")
@@ -97,3 +266,76 @@ def gradcheck_command(
     console.print(f"max relative error {result.max_relative_error:.2e} "
                   f"({'ok' if ok else 'FAILED'}: tolerance {tolerance:.0e})")
     raise typer.Exit(0 if ok else 1)
+
+
+# ---- the demo ----------------------------------------------------------------------------
+
+DEMO_SPEC: dict[str, Any] = {
+    "name": "digits-mlp",
+    "model": {"input_dim": 64, "layers": [{"units": 128, "activation": "relu"},
+                                          {"units": 10, "activation": "softmax"}]},
+    "loss": "cross_entropy", "optimizer": {"kind": "sgd", "lr": 0.1, "momentum": 0.9},
+    "data": {"dataset": "digits", "validation_fraction": 0.2},
+    "batch_size": 64, "epochs": 30, "workers": 2, "allreduce": "mpi", "seed": 0}
+
+
+@app.command()
+def demo(epochs: Annotated[int, typer.Option(min=1, max=1000)] = 30,
+         workers: Annotated[int, typer.Option(min=1, max=64)] = 2,
+         allreduce: Annotated[str, typer.Option(help="mpi, ray or local")] = "mpi",
+         png: Annotated[Path, typer.Option(help="the loss-curve chart")] = Path("demo-curve.png"),
+         data_dir: Annotated[Path | None, typer.Option(help="default: a temporary dir")] = None,
+         ) -> None:
+    """The main job end to end: start the service on an embedded Ray and SQLite, submit
+    the digits MLP with data-parallel workers, follow it live, chart its curve, shut down.
+    """
+    with tempfile.TemporaryDirectory(prefix="syncsgd-demo-") as tmp:
+        directory = data_dir or Path(tmp)
+        port = _free_port()
+        env = {**os.environ, "SYNCSGD_DATA_DIR": str(directory), "SYNCSGD_PORT": str(port),
+               "SYNCSGD_HOST": "127.0.0.1", "SYNCSGD_RAY_NUM_CPUS": str(max(2, workers)),
+               "SYNCSGD_RAY_TEMP_DIR": str(Path(tmp) / "ray")}
+        env.pop("SYNCSGD_TOKEN", None)
+        log_path = Path(tmp) / "service.log"
+        console.print(f"starting the service on 127.0.0.1:{port} (data in {directory}) ...")
+        with open(log_path, "w") as log:
+            server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT)
+        client = Client(f"http://127.0.0.1:{port}")
+        try:
+            try:
+                client.wait_until_up(timeout_s=180)
+            except Exception:
+                console.print(log_path.read_text()[-3000:])
+                raise
+            spec = {**DEMO_SPEC, "epochs": epochs, "workers": workers, "allreduce": allreduce}
+            job = _api(client.submit, spec)
+            console.print(f"submitted {job['id']}: {spec['name']}, {workers} workers, "
+                          f"all-reduce {allreduce}, {epochs} epochs")
+            code = _follow(client, job["id"])
+            points = _api(client.curve, job["id"])
+            _plot(points, png, title=f"{spec['name']} ({job['id']})")
+            console.print(f"loss curve: {png} ({len(points)} steps)")
+        finally:
+            client.close()
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    raise typer.Exit(code)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+if __name__ == "__main__":
+    app()

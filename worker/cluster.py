@@ -16,7 +16,9 @@ AuthMode = Literal["disabled", "token"]
 
 
 def connect(address: str | None = None, *, auth_mode: AuthMode | None = None,
-            num_cpus: int | None = None, include_dashboard: bool = False) -> dict[str, Any]:
+            num_cpus: int | None = None, include_dashboard: bool = False,
+            dashboard_port: int = 8265, temp_dir: os.PathLike[str] | None = None,
+            ) -> dict[str, Any]:
     """Start the embedded Ray (``address=None``) or join the cluster at ``address``.
 
     Returns the cluster's total resources. Idempotent within a process.
@@ -28,7 +30,8 @@ def connect(address: str | None = None, *, auth_mode: AuthMode | None = None,
     if not ray.is_initialized():
         if address is None:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
-                     logging_level=logging.WARNING, log_to_driver=False)
+                     dashboard_port=dashboard_port, logging_level=logging.WARNING,
+                     log_to_driver=False, _temp_dir=str(temp_dir) if temp_dir else None)
         else:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     return dict(ray.cluster_resources())

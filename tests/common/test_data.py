@@ -69,3 +69,16 @@ def test_synthetic_is_deterministic_and_learnable_shapes() -> None:
 def test_unknown_uploaded_dataset_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"data\.dataset: no dataset 'ds_0123456789abcdef'"):
         load_dataset(DataSpec(dataset="ds_0123456789abcdef"), seed=0)
+
+
+@pytest.mark.parametrize("spec", [
+    DataSpec(), DataSpec(validation_fraction=0.33),
+    DataSpec(dataset="synthetic", validation_fraction=0.1,
+             synthetic={"samples": 777, "features": 9, "outputs": 3}),  # type: ignore[arg-type]
+    DataSpec(dataset="synthetic", synthetic={"samples": 50, "features": 2,  # type: ignore[arg-type]
+                                              "outputs": 4, "task": "regression"}),
+])
+def test_describe_dataset_matches_the_built_data_without_building_it(spec: DataSpec) -> None:
+    from common.data import describe_dataset
+
+    assert describe_dataset(spec, seed=5) == load_dataset(spec, seed=5).info

@@ -22,8 +22,13 @@ from common.records import StepRecord
 from common.schemas import JobSpec
 from worker.actor import Fault
 from worker.driver import TrainingResult, train
-from worker.errors import (GroupTimeoutError, JobCancelledError, PlacementError, RankFailedError,
-                           ReplicaMismatchError)
+from worker.errors import (
+    GroupTimeoutError,
+    JobCancelledError,
+    PlacementError,
+    RankFailedError,
+    ReplicaMismatchError,
+)
 from worker.group import GroupOptions, WorkerGroup
 from worker.trainer import Trainer
 

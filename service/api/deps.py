@@ -1,0 +1,58 @@
+"""Typed dependencies shared by the routers: the store, the scheduler, auth."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.config import Settings
+from service.scheduler import Scheduler
+from service.store import SqliteJobStore
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> SqliteJobStore:
+    store: SqliteJobStore = request.app.state.store
+    return store
+
+
+def get_scheduler(request: Request) -> Scheduler:
+    scheduler: Scheduler = request.app.state.scheduler
+    return scheduler
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[SqliteJobStore, Depends(get_store)]
+SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if settings.token is None:
+        return
+    expected = settings.token.get_secret_value().encode()
+    given = credentials.credentials.encode() if credentials is not None else b""
+    if not secrets.compare_digest(given, expected):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            "missing or wrong token: send 'Authorization: Bearer <token>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_token(settings: SettingsDep, credentials: Credentials) -> None:
+    """For every request that changes something."""
+    _check(settings, credentials)
+
+
+def require_read_token(settings: SettingsDep, credentials: Credentials) -> None:
+    """For reads, when ``SYNCSGD_AUTH_READS`` is set."""
+    if settings.auth_reads:
+        _check(settings, credentials)

@@ -1,0 +1,182 @@
+"""``/jobs``: submit, list, inspect, follow, cancel and delete training jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel
+
+from common.data import DataMismatchError
+from common.schemas import CurvePoint, JobPublic, JobSpec, JobState
+from service.api.deps import SchedulerDep, SettingsDep, StoreDep, require_read_token, require_token
+from service.scheduler import StateConflictError, SubmissionError
+from service.store import POINT_FIELDS, JobNotFoundError
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_read_token)])
+
+#: How often an event stream looks for new points (the curve itself moves about once a second).
+POLL_S = 0.25
+KEEPALIVE_S = 15.0
+EVENT_BATCH = 1000
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class Curve(BaseModel):
+    job_id: str
+    points: list[CurvePoint]
+
+
+def get_job(job_id: str, store: StoreDep) -> JobPublic:
+    try:
+        return store.get(job_id)
+    except JobNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Job {job_id} not found") from None
+
+
+JobDep = Annotated[JobPublic, Depends(get_job)]
+
+
+def unprocessable(field: str, message: str) -> HTTPException:
+    """A 422 in FastAPI's own validation-error shape, naming the field."""
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                         [{"type": "value_error", "loc": ["body", *field.split(".")],
+                           "msg": message}])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_token)],
+             responses={422: {"description": "an invalid field, or over a limit (named)"},
+                        413: {"description": "the request body is over the size limit"}})
+def submit_job(spec: JobSpec, scheduler: SchedulerDep, response: Response) -> JobPublic:
+    """Queue a training job; it runs when the cluster has the CPUs its workers need."""
+    try:
+        job = scheduler.submit(spec)
+    except (SubmissionError, DataMismatchError) as exc:
+        raise unprocessable(exc.field, str(exc)) from exc
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job
+
+
+@router.get("")
+def list_jobs(store: StoreDep, state: JobState | None = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
+    """Jobs, newest first; filter by ``state``, page with ``limit`` and ``offset``."""
+    items, total = store.list_jobs(state, limit, offset)
+    return JobList(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}")
+def read_job(job: JobDep) -> JobPublic:
+    """State, spec, progress, latest losses, timing split, error and timestamps."""
+    return job
+
+
+@router.get("/{job_id}/curve", response_model=Curve,
+            responses={200: {"content": {"text/csv": {}}}})
+def read_curve(job: JobDep, store: StoreDep, settings: SettingsDep,
+               since: Annotated[int, Query(ge=0, description="only steps after this one")] = 0,
+               limit: Annotated[int | None, Query(ge=1)] = None,
+               format: Literal["json", "csv"] = "json") -> Curve | Response:
+    """Every step's point (``?since=STEP`` for the increment); ``?format=csv`` for a table."""
+    limit = min(limit or settings.max_curve_page, settings.max_curve_page)
+    points = store.curve(job.id, since, limit)
+    if format == "json":
+        return Curve(job_id=job.id, points=points)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(POINT_FIELDS)
+    for p in points:
+        writer.writerow(["" if v is None else v for v in (getattr(p, f) for f in POINT_FIELDS)])
+    return Response(text.getvalue(), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{job.id}.csv"'})
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse)
+async def job_events(
+        job: JobDep, store: StoreDep,
+        since: Annotated[int | None, Query(ge=0, description="resume after this step")] = None,
+        last_event_id: Annotated[str | None, Header()] = None) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: ``points`` (new curve points, id = last step) and ``state``
+    (the job, on every state change), in order; the stream ends when the job ends.
+    A late subscriber first gets what it missed (``Last-Event-ID`` or ``?since``).
+    """
+    cursor = since if since is not None else _step_of(last_event_id)
+    last_state: JobState | None = None
+    quiet_since = asyncio.get_running_loop().time()
+    while True:
+        # State first, points second: points are written before a terminal state,
+        # so once the state is terminal the points query sees all of them.
+        current = await run_in_threadpool(store.get, job.id)
+        while points := await run_in_threadpool(store.curve, job.id, cursor, EVENT_BATCH):
+            cursor = points[-1].step
+            yield ServerSentEvent(event="points", id=str(cursor),
+                                  data=[p.model_dump() for p in points])
+            quiet_since = asyncio.get_running_loop().time()
+        if current.state != last_state:
+            last_state = current.state
+            yield ServerSentEvent(event="state", id=str(cursor),
+                                  data=current.model_dump(mode="json"))
+            quiet_since = asyncio.get_running_loop().time()
+        if current.state.terminal:
+            return
+        if asyncio.get_running_loop().time() - quiet_since > KEEPALIVE_S:
+            yield ServerSentEvent(comment="keep-alive")
+            quiet_since = asyncio.get_running_loop().time()
+        await asyncio.sleep(POLL_S)
+
+
+def _step_of(event_id: str | None) -> int:
+    try:
+        return max(0, int(event_id)) if event_id else 0
+    except ValueError:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            "Last-Event-ID: expected a step number") from None
+
+
+@router.post("/{job_id}/cancel", dependencies=[Depends(require_token)],
+             responses={409: {"description": "the job has already ended"}})
+def cancel_job(job: JobDep, scheduler: SchedulerDep) -> JobPublic:
+    """Stop a job: its workers stop between chunks and free their CPUs (state ``cancelled``)."""
+    try:
+        return scheduler.cancel(job.id)
+    except StateConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT,
+               dependencies=[Depends(require_token)],
+               responses={409: {"description": "the job is still queued or running"}})
+def delete_job(job: JobDep, scheduler: SchedulerDep) -> Response:
+    """Forget a finished job: its record, curve and weights."""
+    try:
+        scheduler.delete(job.id)
+    except StateConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{job_id}/model", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}},
+                       409: {"description": "the job has not succeeded"}})
+def download_model(job: JobDep, settings: SettingsDep) -> FileResponse:
+    """The trained weights and spec, an .npz loadable with ``common.nn.Network.load``."""
+    path = settings.models_dir / f"{job.id}.npz"
+    if job.state != JobState.succeeded or not path.exists():
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"job {job.id} is {job.state.value}: weights exist once it succeeded")
+    return FileResponse(path, media_type="application/octet-stream",
+                        filename=f"{job.name}-{job.id}.npz")

@@ -1,0 +1,72 @@
+"""The service's settings: environment variables with the prefix ``SYNCSGD_``.
+
+For example ``SYNCSGD_DATA_DIR=/var/lib/syncsgd SYNCSGD_TOKEN=... syncsgd serve``.
+The defaults are the embedded default: a local Ray started by the service,
+SQLite under ``./syncsgd-data``, no auth, loopback only.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SYNCSGD_", extra="forbid")
+
+    # where things live
+    data_dir: Path = Field(default=Path("syncsgd-data"),
+                           description="SQLite database, models and datasets live here")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    # Ray
+    ray_address: str | None = Field(default=None,
+                                    description="a cluster's address; unset = embedded local Ray")
+    ray_auth_mode: Literal["disabled", "token"] | None = Field(
+        default=None, description="RAY_AUTH_MODE; default disabled locally, token on a cluster")
+    ray_num_cpus: int | None = Field(default=None, ge=1, le=4096,
+                                     description="CPUs of the embedded Ray (default: all)")
+    ray_dashboard: bool = Field(default=False, description="start the embedded Ray's dashboard")
+    ray_dashboard_port: int = Field(default=8265, ge=1, le=65535)
+    ray_temp_dir: Path | None = Field(default=None,
+                                      description="the embedded Ray's temp dir (short path)")
+    worker_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment of the worker actors, e.g. {\"UCX_TLS\": \"tcp,self\"} for MPI "
+                    "across nodes, {\"GLOO_SOCKET_IFNAME\": \"eth0\"} for gloo")
+
+    # auth
+    token: SecretStr | None = Field(default=None,
+                                    description="if set, mutating requests need 'Bearer <token>'")
+    auth_reads: bool = Field(default=False, description="require the token for reads too")
+
+    # limits
+    max_workers_per_job: int = Field(default=16, ge=1, le=1024)
+    max_parameters: int = Field(default=50_000_000, ge=1)
+    max_epoch_samples: int = Field(default=2_000_000_000, ge=1,
+                                   description="epochs x training samples, per job")
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    max_concurrent_jobs: int = Field(default=4, ge=1, le=1024)
+    max_curve_page: int = Field(default=100_000, ge=1)
+
+    # timing
+    placement_timeout_s: float = Field(default=60.0, gt=0)
+    join_timeout_s: float = Field(default=60.0, gt=0)
+    chunk_timeout_s: float = Field(default=60.0, gt=0)
+
+    # operators' drills and tests only
+    fault_injection: bool = Field(default=False,
+                                  description="enable POST /jobs/{id}/faults (kills workers)")
+
+    @cached_property
+    def database_path(self) -> Path:
+        return self.data_dir / "syncsgd.sqlite3"
+
+    @cached_property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"

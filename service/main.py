@@ -1,0 +1,48 @@
+"""``create_app()``: the FastAPI application of the control plane.
+
+Its lifespan owns the service's resources: the SQLite store, the Ray
+connection (the embedded local Ray, or a cluster) and the job scheduler. On
+shutdown, running jobs are stopped and their workers killed before Ray is left,
+so no process of the service outlives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from service import runner
+from service.api import health, jobs
+from service.body_limit import BodyLimitMiddleware
+from service.config import Settings
+from service.scheduler import Scheduler
+from service.store import SqliteJobStore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = SqliteJobStore(settings.database_path)
+        await run_in_threadpool(runner.connect, settings)
+        scheduler = Scheduler(store, settings, runner.cluster_cpus()[0])
+        scheduler.start()
+        app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
+        try:
+            yield
+        finally:
+            await run_in_threadpool(scheduler.stop)
+            await run_in_threadpool(runner.disconnect)
+            store.close()
+
+    app = FastAPI(title="syncsgd", version="0.1.0", lifespan=lifespan,
+                  description="Synchronized data-parallel SGD as a service.")
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    return app

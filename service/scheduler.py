@@ -1,0 +1,218 @@
+"""The job queue: which job runs when, and the thread that runs each one.
+
+A queued job starts when (1) fewer than ``max_concurrent_jobs`` run and (2)
+the cluster's CPUs not held by running jobs cover its ``workers x
+cpus_per_worker``. Strictly in submission order: a job that does not fit yet
+holds back the jobs behind it, so none is starved by smaller ones.
+
+Store writes from running jobs go through ONE writer thread, in order: the
+driver hands a chunk's records over and sends the next chunk at once, so
+SQLite never slows training, and a job's final state is always written after
+its last point.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from common.data import check_spec_matches_data, describe_dataset
+from common.records import StepRecord
+from common.schemas import JobPublic, JobSpec, JobState, RankPlacement
+from service import runner
+from service.config import Settings
+from service.store import SqliteJobStore
+
+log = logging.getLogger("syncsgd.scheduler")
+
+
+class SubmissionError(ValueError):
+    """A job the service will not take; ``field`` names what to change."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class StateConflictError(RuntimeError):
+    """The request does not fit the job's state (e.g. deleting a running job)."""
+
+
+@dataclass
+class _Running:
+    cpus: float
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class StoreWriter:
+    """Applies store writes in order on one background thread."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, write: Callable[[], None]) -> None:
+        self._queue.put(write)
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while (write := self._queue.get()) is not None:
+            try:
+                write()
+            except Exception:
+                log.exception("store write failed")
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+
+class Scheduler:
+    def __init__(self, store: SqliteJobStore, settings: Settings, cluster_cpus: float):
+        self.store, self.settings, self.cluster_cpus = store, settings, cluster_cpus
+        self._lock = threading.Condition()
+        self._running: dict[str, _Running] = {}
+        self._stopping = False
+        self._writer = StoreWriter()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+
+    # ---- life ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        # Jobs a previous service process was running have no workers any more.
+        for job_id in self.store.ids_in_state(JobState.running):
+            self.store.finish(job_id, JobState.failed,
+                              "the service stopped while the job was running")
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Cancel running jobs, wait for their workers to be gone, flush the store."""
+        with self._lock:
+            self._stopping = True
+            running = list(self._running.values())
+            for job in running:
+                job.cancel.set()
+            self._lock.notify_all()
+        for job in running:
+            if job.thread is not None:
+                job.thread.join(timeout=60)
+        self._thread.join(timeout=10)
+        self._writer.flush()
+        self._writer.stop()
+
+    # ---- requests ------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> JobPublic:
+        """Check the job against the limits and its data, then queue it."""
+        self.check(spec)
+        job = self.store.create(f"job_{uuid.uuid4().hex[:16]}", spec)
+        with self._lock:
+            self._lock.notify_all()
+        return job
+
+    def check(self, spec: JobSpec) -> None:
+        s = self.settings
+        if spec.workers > s.max_workers_per_job:
+            raise SubmissionError("workers", f"{spec.workers} is over the limit of "
+                                  f"{s.max_workers_per_job} (SYNCSGD_MAX_WORKERS_PER_JOB)")
+        need = spec.workers * spec.cpus_per_worker
+        if need > self.cluster_cpus:
+            raise SubmissionError("workers", f"{spec.workers} x {spec.cpus_per_worker} CPU "
+                                  f"asked, the cluster has {self.cluster_cpus:g} CPUs")
+        if spec.model.num_parameters > s.max_parameters:
+            raise SubmissionError("model", f"{spec.model.num_parameters} parameters is over the "
+                                  f"limit of {s.max_parameters} (SYNCSGD_MAX_PARAMETERS)")
+        info = describe_dataset(spec.data, seed=spec.seed)
+        check_spec_matches_data(spec, info)
+        if spec.epochs * info.n_train > s.max_epoch_samples:
+            raise SubmissionError("epochs", f"{spec.epochs} x {info.n_train} samples is over the "
+                                  f"limit of {s.max_epoch_samples} (SYNCSGD_MAX_EPOCH_SAMPLES)")
+
+    def cancel(self, job_id: str) -> JobPublic:
+        with self._lock:
+            job = self.store.get(job_id)
+            if job.state.terminal:
+                raise StateConflictError(f"job {job_id} is already {job.state.value}")
+            if job_id in self._running:
+                self._running[job_id].cancel.set()  # the driver stops between chunks
+            else:
+                self.store.finish(job_id, JobState.cancelled, "cancelled while queued")
+            self._lock.notify_all()
+        return self.store.get(job_id)
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            job = self.store.get(job_id)
+            if not job.state.terminal:
+                raise StateConflictError(f"job {job_id} is {job.state.value}; cancel it first")
+            self.store.delete(job_id)
+        (self.settings.models_dir / f"{job_id}.npz").unlink(missing_ok=True)
+
+    def running_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        with self._lock:
+            while not self._stopping:
+                self._start_what_fits()
+                self._lock.wait(timeout=1.0)
+
+    def _start_what_fits(self) -> None:
+        for job_id in self.store.ids_in_state(JobState.queued):
+            if len(self._running) >= self.settings.max_concurrent_jobs:
+                return
+            spec = self.store.get(job_id).spec
+            cpus = float(spec.workers * spec.cpus_per_worker)
+            used = sum(r.cpus for r in self._running.values())
+            if used + cpus > self.cluster_cpus:
+                return  # strictly in order: the head waits, and so does everyone behind it
+            running = _Running(cpus)
+            running.thread = threading.Thread(target=self._run, args=(job_id, spec, running),
+                                              name=f"job-{job_id}", daemon=True)
+            self._running[job_id] = running
+            # Marked running before its thread starts: the queue must not pick it again.
+            self.store.mark_running(job_id, 0, [])
+            running.thread.start()
+
+    def _run(self, job_id: str, spec: JobSpec, running: _Running) -> None:
+        write = self._writer.put
+
+        def on_started(ranks: list[RankPlacement], total_steps: int) -> None:
+            write(lambda: self.store.mark_running(job_id, total_steps, ranks))
+
+        def on_records(records: list[StepRecord]) -> None:
+            write(lambda: self.store.add_points(job_id, records))
+
+        try:
+            result = runner.run_job(spec, self.settings, on_records=on_records,
+                                    on_started=on_started, cancelled=running.cancel.is_set)
+            runner.save_model(spec, result.params, self.settings.models_dir / f"{job_id}.npz")
+            write(lambda: self.store.finish(job_id, JobState.succeeded))
+        except runner.JobCancelledError as exc:
+            reason = "the service shut down" if self._stopping else str(exc)
+            state = JobState.failed if self._stopping else JobState.cancelled
+            write(lambda: self.store.finish(job_id, state, reason))
+        except Exception as exc:
+            log.warning("job %s failed: %s", job_id, exc)
+            message = str(exc) if isinstance(exc, runner.GroupError | ValueError) else (
+                f"{type(exc).__name__}: {exc}")
+            write(lambda: self.store.finish(job_id, JobState.failed, message))
+        finally:
+            self._writer.flush()
+            with self._lock:
+                self._running.pop(job_id, None)
+                self._lock.notify_all()

@@ -1,0 +1,199 @@
+"""Jobs and their loss curves in SQLite (one file under the data dir, WAL mode).
+
+``SqliteJobStore`` is the only code that speaks SQL. One connection, guarded by
+a lock: FastAPI's worker threads, the scheduler and the curve writer share it;
+every call is one short transaction. Curve points are keyed by ``(job, step)``
+and written with upserts, so a step that is run again (after a restore) replaces
+its point instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common.records import StepRecord
+from common.schemas import CurvePoint, JobPublic, JobSpec, JobState, RankPlacement, Timing
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order
+    id TEXT UNIQUE NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    loss REAL, val_loss REAL, val_accuracy REAL,
+    timing TEXT, ranks TEXT, error TEXT,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
+CREATE TABLE IF NOT EXISTS points (
+    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    loss REAL NOT NULL,
+    compute REAL NOT NULL, allreduce REAL NOT NULL, wait REAL NOT NULL, "update" REAL NOT NULL,
+    val_loss REAL, val_accuracy REAL,
+    PRIMARY KEY (job_id, step)
+) WITHOUT ROWID;
+"""
+
+POINT_FIELDS = ("step", "epoch", "loss", "compute", "allreduce", "wait", "update", "val_loss",
+                "val_accuracy")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobNotFoundError(KeyError):
+    pass
+
+
+class SqliteJobStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ---- jobs ----------------------------------------------------------------------------
+
+    def create(self, job_id: str, spec: JobSpec) -> JobPublic:
+        with self._transaction() as db:
+            db.execute("INSERT INTO jobs (id, name, spec, state, created_at) VALUES (?,?,?,?,?)",
+                       (job_id, spec.name, spec.model_dump_json(), JobState.queued.value,
+                        utcnow().isoformat()))
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> JobPublic:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(job_id)
+        return _job(row)
+
+    def list_jobs(self, state: JobState | None = None, limit: int = 50,
+             offset: int = 0) -> tuple[list[JobPublic], int]:
+        """Newest first; ``(page, total matching)``."""
+        where, args = ("WHERE state = ?", [state.value]) if state else ("", [])
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
+            rows = self._db.execute(
+                f"SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset]).fetchall()
+        return [_job(r) for r in rows], int(total)
+
+    def ids_in_state(self, state: JobState) -> list[str]:
+        """Ids of the jobs in ``state``, in submission order."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM jobs WHERE state = ? ORDER BY seq",
+                                    (state.value,)).fetchall()
+        return [r["id"] for r in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            counts = {r["state"]: r["n"] for r in rows}
+        return {s.value: counts.get(s.value, 0) for s in JobState}
+
+    def mark_running(self, job_id: str, total_steps: int, ranks: list[RankPlacement]) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET state = ?, total_steps = ?, ranks = ?, "
+                       "started_at = COALESCE(started_at, ?) WHERE id = ?",
+                       (JobState.running.value, total_steps,
+                        json.dumps([r.model_dump() for r in ranks]), utcnow().isoformat(),
+                        job_id))
+
+    def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
+        assert state.terminal
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET state = ?, error = ?, finished_at = ? WHERE id = ?",
+                       (state.value, error, utcnow().isoformat(), job_id))
+
+    def delete(self, job_id: str) -> None:
+        with self._transaction() as db:
+            if db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
+                raise JobNotFoundError(job_id)
+
+    # ---- the curve -----------------------------------------------------------------------
+
+    def add_points(self, job_id: str, records: Iterable[StepRecord]) -> None:
+        """One transaction per chunk of records; progress fields follow the last one."""
+        rows = [tuple(getattr(r, f) for f in POINT_FIELDS) for r in records]
+        if not rows:
+            return
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO points (job_id, {', '.join(map(_quote, POINT_FIELDS))}) "
+                f"VALUES (?, {', '.join('?' * len(POINT_FIELDS))})",
+                [(job_id, *row) for row in rows])
+            step, epoch, loss = rows[-1][0], rows[-1][1], rows[-1][2]
+            timing = _mean_timing(rows)
+            db.execute("UPDATE jobs SET step = ?, epoch = ?, loss = ?, timing = ? WHERE id = ?",
+                       (step, epoch, loss, json.dumps(timing), job_id))
+            validated = [row for row in rows if row[7] is not None]
+            if validated:
+                db.execute("UPDATE jobs SET val_loss = ?, val_accuracy = ? WHERE id = ?",
+                           (validated[-1][7], validated[-1][8], job_id))
+
+    def curve(self, job_id: str, since: int = 0, limit: int | None = None) -> list[CurvePoint]:
+        """Points with ``step > since``, in step order."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(map(_quote, POINT_FIELDS))} FROM points "
+                "WHERE job_id = ? AND step > ? ORDER BY step LIMIT ?",
+                (job_id, since, -1 if limit is None else limit)).fetchall()
+        return [CurvePoint(**dict(r)) for r in rows]
+
+
+def _quote(name: str) -> str:
+    return f'"{name}"'
+
+
+def _mean_timing(rows: list[tuple[Any, ...]]) -> dict[str, float]:
+    n = len(rows)
+    return {name: sum(row[i] for row in rows) / n
+            for i, name in ((3, "compute"), (4, "allreduce"), (5, "wait"), (6, "update"))}
+
+
+def _job(row: sqlite3.Row) -> JobPublic:
+    return JobPublic(
+        id=row["id"], name=row["name"], state=JobState(row["state"]),
+        spec=JobSpec.model_validate_json(row["spec"]), step=row["step"],
+        total_steps=row["total_steps"], epoch=row["epoch"], loss=row["loss"],
+        val_loss=row["val_loss"], val_accuracy=row["val_accuracy"],
+        timing=Timing(**json.loads(row["timing"])) if row["timing"] else None,
+        ranks=[RankPlacement(**r) for r in json.loads(row["ranks"] or "[]")],
+        error=row["error"], restarts=row["restarts"], created_at=row["created_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"])

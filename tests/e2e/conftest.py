@@ -1,0 +1,139 @@
+"""A real service: ``syncsgd serve`` in a subprocess, on a free loopback port, with its own
+data dir and its own embedded Ray. Stopped with SIGTERM, as an operator would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.client import Client
+
+SYNCSGD = str(Path(sys.executable).with_name("syncsgd"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str]
+
+    def client(self, token: str | None = None) -> Client:
+        return Client(self.url, token)
+
+    @property
+    def ray_temp_dir(self) -> str:
+        return self.env["SYNCSGD_RAY_TEMP_DIR"]
+
+    def ray_processes(self) -> list[int]:
+        """Pids of live processes whose command line names this service's Ray temp dir."""
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (proc / "stat").read_text().split()[2]
+            except OSError:
+                continue
+            if self.ray_temp_dir in cmdline and state != "Z":
+                pids.append(int(proc.name))
+        return pids
+
+    def stop(self) -> int:
+        """SIGTERM, then wait. uvicorn re-raises the signal after its graceful shutdown,
+        so a clean stop ends with -SIGTERM; the log must show no traceback."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"the service ignored SIGTERM; log:\n{self.tail()}") from None
+        assert "Traceback" not in self.log.read_text(), self.tail()
+        return self.process.returncode
+
+    def tail(self) -> str:
+        return self.log.read_text()[-4000:]
+
+
+def start_server(data_dir: Path, **settings: Any) -> Server:
+    """Start ``syncsgd serve``; ``settings`` become ``SYNCSGD_<NAME>`` variables."""
+    port = free_port()
+    env = {**os.environ, "SYNCSGD_DATA_DIR": str(data_dir), "SYNCSGD_PORT": str(port),
+           "SYNCSGD_HOST": "127.0.0.1", "SYNCSGD_RAY_NUM_CPUS": "2",
+           # its own Ray temp dir: every Ray process of this service names it on its
+           # command line, so the tests can tell that none outlives the service
+           "SYNCSGD_RAY_TEMP_DIR": f"/tmp/syncsgd-t{port}"}
+    env.update({f"SYNCSGD_{k.upper()}": str(v) for k, v in settings.items()})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir.parent / f"{data_dir.name}-service-{port}.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen([SYNCSGD, "serve"], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", data_dir, process, log, env)
+    client = server.client(settings.get("token"))
+    try:
+        wait_for(lambda: process.poll() is not None or _answers(client), 120, "the service")
+        assert process.poll() is None, "the service exited"
+    except AssertionError:
+        server.stop()
+        raise AssertionError(f"the service did not come up; log:\n{server.tail()}") from None
+    finally:
+        client.close()
+    return server
+
+
+def _answers(client: Client) -> bool:
+    try:
+        client.health()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One service for a module's tests: 2 CPUs, up to 2 jobs at a time."""
+    srv = start_server(tmp_path_factory.mktemp("service") / "data", max_concurrent_jobs=2,
+                       ray_dashboard="true", ray_dashboard_port=free_port())
+    yield srv
+    assert srv.stop() in (0, -signal.SIGTERM), srv.tail()
+    wait_for(lambda: not srv.ray_processes(), 30, "the service's Ray processes to exit")
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,259 @@
+"""The control plane end to end: a real ``syncsgd serve`` on loopback, a real local Ray,
+real MPI workers, a real SQLite file; clients speak HTTP (and SSE) as users do."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import SYNCSGD, Server, process_exists, wait_for
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"model": {"input_dim": 64, "layers": [{"units": 64, "activation": "relu"},
+                                               {"units": 10, "activation": "softmax"}]},
+         "optimizer": {"lr": 0.1, "momentum": 0.9}, "epochs": 3, "workers": 2,
+         "allreduce": "mpi"}
+# ~4 s on 2 workers: long enough to watch the curve grow.
+LIVE = {**SMALL, "model": {"input_dim": 64, "layers": [
+    {"units": 512, "activation": "relu"}, {"units": 512, "activation": "relu"},
+    {"units": 10, "activation": "softmax"}]}, "optimizer": {"lr": 0.05, "momentum": 0.9},
+    "epochs": 30, "steps_per_chunk": 10}
+
+
+def wait_state(server: Server, job_id: str, states: set[str], timeout_s: float = 120) -> Any:
+    client = server.client()
+    try:
+        return wait_for(lambda: (j := client.job(job_id))["state"] in states and j,
+                        timeout_s, f"job {job_id} to reach {states}", interval=0.2)
+    finally:
+        client.close()
+
+
+def collect_events(server: Server, job_id: str, headers: dict[str, str] | None = None,
+                   params: dict[str, Any] | None = None) -> list[tuple[float, str, Any]]:
+    """Read a job's SSE stream to its end: ``[(arrival time, event, data), ...]``."""
+    events: list[tuple[float, str, Any]] = []
+    with httpx.stream("GET", f"{server.url}/jobs/{job_id}/events", headers=headers,
+                      params=params, timeout=httpx.Timeout(10, read=120)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event, data = "message", ""
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data += line.split(":", 1)[1].strip()
+            elif line == "" and data:
+                events.append((time.monotonic(), event, json.loads(data)))
+                event, data = "message", ""
+    return events
+
+
+def test_a_job_runs_to_success_and_its_curve_arrives_live(server: Server) -> None:
+    client = server.client()
+    response = httpx.post(f"{server.url}/jobs", json=LIVE)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/jobs/{job['id']}"
+    assert job["state"] in ("queued", "running")
+
+    streamed: list[tuple[float, str, Any]] = []
+    reader = threading.Thread(target=lambda: streamed.extend(collect_events(server, job["id"])))
+    reader.start()
+    reader.join(timeout=180)
+    assert not reader.is_alive(), "the event stream did not end with the job"
+
+    states = [data["state"] for _, event, data in streamed if event == "state"]
+    assert states[-1] == "succeeded" and states.count("succeeded") == 1
+    assert set(states) <= {"queued", "running", "succeeded"}
+    batches = [(t, data) for t, event, data in streamed if event == "points"]
+    steps = [p["step"] for _, batch in batches for p in batch]
+    done = client.job(job["id"])
+    assert steps == list(range(1, done["total_steps"] + 1)) == list(range(1, 30 * 23 + 1))
+    # Live: the points came in many batches spread over the run, not all at the end.
+    assert len(batches) >= 5
+    assert batches[-1][0] - batches[0][0] > 1.0
+    assert batches[0][1][-1]["step"] < done["total_steps"] // 2
+
+    curve = client.curve(job["id"])
+    assert [p["step"] for p in curve] == steps  # exactly one point per step
+    epoch_losses = [sum(p["loss"] for p in curve if p["epoch"] == e) for e in (0, 29)]
+    assert epoch_losses[1] < epoch_losses[0] / 10
+    assert done["val_accuracy"] > 0.95 and done["step"] == done["total_steps"]
+    assert done["timing"]["compute"] > 0 and done["finished_at"] >= done["started_at"]
+    assert [r["rank"] for r in done["ranks"]] == [0, 1]
+    assert len({r["pid"] for r in done["ranks"]}) == 2
+
+    # A late subscriber gets what it missed: from Last-Event-ID, or from ?since.
+    late = collect_events(server, job["id"], headers={"Last-Event-ID": "100"})
+    late_steps = [p["step"] for _, e, d in late if e == "points" for p in d]
+    assert late_steps == list(range(101, done["total_steps"] + 1))
+    assert [d["state"] for _, e, d in late if e == "state"] == ["succeeded"]
+    replay = collect_events(server, job["id"], params={"since": 0})
+    assert [p["step"] for _, e, d in replay if e == "points" for p in d] == steps
+
+    table = httpx.get(f"{server.url}/jobs/{job['id']}/curve", params={"format": "csv"})
+    assert table.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(table.text)))
+    assert [int(r["step"]) for r in rows] == steps
+    assert float(rows[-1]["loss"]) == pytest.approx(curve[-1]["loss"])
+    since = httpx.get(f"{server.url}/jobs/{job['id']}/curve", params={"since": 680}).json()
+    assert [p["step"] for p in since["points"]] == list(range(681, 691))
+    client.close()
+
+
+def test_cancel_stops_a_running_job_and_frees_its_workers(server: Server) -> None:
+    client = server.client()
+    job = client.submit({**LIVE, "epochs": 2000})
+    running = wait_for(lambda: (j := client.job(job["id"]))["step"] > 0 and j, 60,
+                       "the job to make progress")
+    pids = {r["pid"] for r in running["ranks"]}
+    assert len(pids) == 2 and all(map(process_exists, pids))
+
+    began = time.monotonic()
+    assert httpx.post(f"{server.url}/jobs/{job['id']}/cancel").status_code == 200
+    cancelled = wait_state(server, job["id"], {"cancelled", "failed", "succeeded"}, 30)
+    assert cancelled["state"] == "cancelled"
+    assert time.monotonic() - began < 10
+    assert cancelled["step"] < cancelled["total_steps"]
+
+    from ray.util.state import list_actors
+
+    dashboard = f"http://127.0.0.1:{server.env['SYNCSGD_RAY_DASHBOARD_PORT']}"
+    wait_for(lambda: not pids & {a.pid for a in list_actors(
+        address=dashboard, filters=[("state", "=", "ALIVE")])}, 20,
+        "Ray's state API to show the job's actors gone")
+    wait_for(lambda: not any(map(process_exists, pids)), 20, "the worker processes to exit")
+    wait_for(lambda: client.health()["free_cpus"] == 2, 20, "Ray to free the job's CPUs")
+    again = httpx.post(f"{server.url}/jobs/{job['id']}/cancel")
+    assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
+    client.close()
+
+
+def test_the_queue_runs_every_job_in_submission_order(server: Server) -> None:
+    """Each job takes both of the cluster's CPUs, so they must run one after another."""
+    client = server.client()
+    ids = [client.submit({**SMALL, "name": f"queued-{i}", "seed": i})["id"] for i in range(4)]
+    assert client.job(ids[-1])["state"] == "queued"
+    done = [wait_state(server, job_id, {"succeeded", "failed", "cancelled"}) for job_id in ids]
+    assert [j["state"] for j in done] == ["succeeded"] * 4
+    starts = [j["started_at"] for j in done]
+    assert starts == sorted(starts)
+    for earlier, later in itertools.pairwise(done):
+        assert later["started_at"] >= earlier["finished_at"]
+    listed = client.jobs(limit=500)["items"]
+    assert [j["id"] for j in listed if j["id"] in ids] == ids[::-1]  # newest first, none lost
+    assert client.jobs(state="succeeded", limit=500)["total"] >= 4
+    client.close()
+
+
+def test_a_job_bigger_than_the_cluster_is_refused_with_the_numbers(server: Server) -> None:
+    response = httpx.post(f"{server.url}/jobs", json={**SMALL, "workers": 3})
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "workers"]
+    assert "3 x 1 CPU asked, the cluster has 2 CPUs" in error["msg"]
+
+
+BAD_FIELDS = [
+    ({"optimizer": {"lr": -1}}, ["body", "optimizer", "lr"]),
+    ({"model": {"input_dim": 64, "layers": [{"units": 0}]}},
+     ["body", "model", "layers", 0, "units"]),
+    ({"model": {"input_dim": 32, "layers": [{"units": 10, "activation": "softmax"}]}},
+     ["body", "model", "input_dim"]),
+    ({"epochz": 3}, ["body", "epochz"]),
+    ({"allreduce": "nccl"}, ["body", "allreduce"]),
+    ({"workers": 100}, ["body", "workers"]),  # over SYNCSGD_MAX_WORKERS_PER_JOB (16)
+    ({"model": {"input_dim": 64, "layers": [{"units": 65536}, {"units": 65536},
+                                            {"units": 10, "activation": "softmax"}]}},
+     ["body", "model"]),  # over SYNCSGD_MAX_PARAMETERS
+    ({"epochs": 10000, "data": {"dataset": "synthetic", "synthetic": {
+        "samples": 10_000_000, "features": 64, "outputs": 10}}}, ["body", "epochs"]),
+]
+
+
+def test_bad_input_is_refused_and_changes_nothing(server: Server) -> None:
+    before = httpx.get(f"{server.url}/jobs", params={"limit": 500}).json()
+    for override, loc in BAD_FIELDS:
+        response = httpx.post(f"{server.url}/jobs", json={**SMALL, **override})
+        assert response.status_code == 422, (override, response.text)
+        locs = [e["loc"] for e in response.json()["detail"]]
+        assert loc in locs, (override, locs)
+    limits = {str(e["msg"]) for o, _ in BAD_FIELDS[5:]
+              for e in httpx.post(f"{server.url}/jobs", json={**SMALL, **o}).json()["detail"]}
+    assert any("SYNCSGD_MAX_WORKERS_PER_JOB" in m for m in limits)
+    assert any("SYNCSGD_MAX_PARAMETERS" in m for m in limits)
+    assert any("SYNCSGD_MAX_EPOCH_SAMPLES" in m for m in limits)
+
+    huge = httpx.post(f"{server.url}/jobs", content=b"{" + b" " * (10 * 2**20) + b"}",
+                      headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "SYNCSGD_MAX_REQUEST_BYTES" in huge.json()["detail"]
+    broken = httpx.post(f"{server.url}/jobs", content=b"{not json",
+                        headers={"content-type": "application/json"})
+    assert broken.status_code == 422
+    for method, path in (("GET", "/jobs/job_nope"), ("GET", "/jobs/job_nope/curve"),
+                         ("GET", "/jobs/job_nope/events"), ("POST", "/jobs/job_nope/cancel"),
+                         ("DELETE", "/jobs/job_nope")):
+        missing = httpx.request(method, f"{server.url}{path}")
+        assert missing.status_code == 404 and missing.json()["detail"] == "Job job_nope not found"
+    assert httpx.get(f"{server.url}/jobs", params={"limit": 500}).json() == before
+
+
+def test_delete_forgets_a_finished_job_but_not_a_running_one(server: Server) -> None:
+    client = server.client()
+    job = client.submit({**LIVE, "epochs": 2000})
+    wait_state(server, job["id"], {"running"})
+    busy = httpx.delete(f"{server.url}/jobs/{job['id']}")
+    assert busy.status_code == 409 and "cancel it first" in busy.json()["detail"]
+    client.cancel(job["id"])
+    wait_state(server, job["id"], {"cancelled"}, 30)
+    assert httpx.delete(f"{server.url}/jobs/{job['id']}").status_code == 204
+    assert httpx.get(f"{server.url}/jobs/{job['id']}").status_code == 404
+    assert httpx.get(f"{server.url}/jobs/{job['id']}/curve").status_code == 404
+    client.close()
+
+
+def test_the_cli_submits_follows_and_charts(server: Server, tmp_path: Path) -> None:
+    spec = tmp_path / "job.json"
+    spec.write_text(json.dumps({**SMALL, "epochs": 1}))
+    env = {**server.env, "SYNCSGD_URL": server.url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SYNCSGD, *args], env=env, capture_output=True, text=True,
+                              timeout=180, check=False)
+
+    submitted = cli("submit", str(spec), "--epochs", "4", "--name", "from-cli")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id, state = submitted.stdout.split()[:2]
+    assert job_id.startswith("job_") and state in ("queued", "running")
+    followed = cli("follow", job_id)
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    assert f"{job_id} succeeded: 92 steps" in followed.stdout
+    assert "val accuracy 0.9" in followed.stdout
+
+    png = tmp_path / "curve.png"
+    charted = cli("curve", job_id, "--png", str(png))
+    assert charted.returncode == 0, charted.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    import matplotlib.image
+
+    height, width, _ = matplotlib.image.imread(png).shape
+    assert (width, height) == (800, 450)
+    assert "92" in charted.stdout  # the table ends at the last step
+    listed = cli("list")
+    assert job_id in listed.stdout and "from-cli" in listed.stdout
+    shown = cli("status", job_id)
+    assert json.loads(shown.stdout)["spec"]["epochs"] == 4
+    missing = cli("status", "job_nope")
+    assert missing.returncode == 1 and "HTTP 404: Job job_nope not found" in missing.stdout
