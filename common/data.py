@@ -9,7 +9,10 @@ N workers reproduce the 1-worker run.
 from __future__ import annotations
 
 import functools
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +41,11 @@ class DatasetInfo:
     num_classes: int | None  # None for regression
     n_train: int
     n_val: int
+
+    @property
+    def values(self) -> int:
+        """Feature values in all: what the data costs in memory, per copy."""
+        return (self.n_train + self.n_val) * self.features
 
 
 @dataclass(frozen=True)
@@ -69,16 +77,33 @@ class Dataset:
                            int(self.x_train.shape[0]), int(self.x_val.shape[0]))
 
 
-def load_dataset(spec: DataSpec, *, seed: int, dtype: DTypeName = "float32") -> Dataset:
-    """Build the dataset a spec names; the split and any generation follow ``seed``."""
+def load_dataset(spec: DataSpec, *, seed: int, dtype: DTypeName = "float32",
+                 datasets_dir: Path | None = None) -> Dataset:
+    """Build the dataset a spec names; the split and any generation follow ``seed``.
+
+    Uploaded datasets (``ds_...``) are read from ``datasets_dir``.
+    """
     if spec.dataset == "digits":
         return _digits(spec.validation_fraction, seed, dtype)
     if spec.dataset == "synthetic":
         return _synthetic(spec.synthetic or SyntheticSpec(), spec.validation_fraction, seed, dtype)
-    raise DataMismatchError("data.dataset", f"no dataset {spec.dataset!r} has been uploaded")
+    with _open_uploaded(spec.dataset, datasets_dir) as archive:
+        meta = json.loads(str(archive["meta"]))
+        x, y = archive["x"], archive["y"]
+    classes = meta["classes"]
+    labels = y if classes is not None else None
+    train, val = split_train_validation(len(y), spec.validation_fraction, seed, labels)
+    return _split(meta["name"], x, y, train, val, dtype, num_classes=classes)
 
 
-def describe_dataset(spec: DataSpec, *, seed: int) -> DatasetInfo:
+def save_uploaded(path: Path, x: Array, y: Array, name: str, classes: int | None) -> None:
+    """Store an uploaded dataset: ``x`` (n, features), ``y`` (n,) labels or (n, outputs)."""
+    meta = json.dumps({"name": name, "classes": classes, "features": int(x.shape[1])})
+    with open(path, "wb") as f:
+        np.savez(f, allow_pickle=False, x=x, y=y, meta=np.array(meta))
+
+
+def describe_dataset(spec: DataSpec, *, seed: int, datasets_dir: Path | None = None) -> DatasetInfo:
     """The shape of the data ``spec`` names, without generating it (cheap)."""
     if spec.dataset == "digits":
         labels = _digits_labels()
@@ -90,7 +115,25 @@ def describe_dataset(spec: DataSpec, *, seed: int) -> DatasetInfo:
         classes = syn.outputs if syn.task == "classification" else None
         return DatasetInfo("synthetic", syn.features, syn.outputs, classes,
                            syn.samples - n_val, n_val)
-    raise DataMismatchError("data.dataset", f"no dataset {spec.dataset!r} has been uploaded")
+    with _open_uploaded(spec.dataset, datasets_dir) as archive:
+        meta = json.loads(str(archive["meta"]))
+        y = archive["y"]  # the labels only: x is not read
+        features = int(meta["features"])
+    classes = meta["classes"]
+    _, val = split_train_validation(len(y), spec.validation_fraction, seed,
+                                    y if classes is not None else None)
+    outputs = classes if classes is not None else int(y.shape[1])
+    return DatasetInfo(meta["name"], features, outputs, classes, len(y) - len(val), len(val))
+
+
+def _open_uploaded(dataset_id: str, datasets_dir: Path | None) -> Any:
+    """The .npz of an uploaded dataset; ids are checked, never used as free paths."""
+    if datasets_dir is None or not re.fullmatch(r"ds_[0-9a-f]{16}", dataset_id):
+        raise DataMismatchError("data.dataset", f"no dataset {dataset_id!r} has been uploaded")
+    path = datasets_dir / f"{dataset_id}.npz"
+    if not path.is_file():
+        raise DataMismatchError("data.dataset", f"no dataset {dataset_id!r} has been uploaded")
+    return np.load(path, allow_pickle=False)
 
 
 def check_spec_matches_data(job: JobSpec, data: Dataset | DatasetInfo) -> None:

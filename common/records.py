@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from common.checkpoint import TrainingState
+
 
 @dataclass(frozen=True, slots=True)
 class StepRecord:
@@ -44,3 +46,4 @@ class ChunkResult:
     records: list[StepRecord]
     step: int  # steps done after this chunk
     fingerprint: str | None  # sha256 of the parameters, when a check is due
+    state: TrainingState | None = None  # rank 0's state, when a checkpoint is due

@@ -28,6 +28,7 @@ Placement = Literal["pack", "spread"]
 MAX_UNITS = 65_536
 MAX_LAYERS = 64
 MAX_INPUT_DIM = 1_000_000
+MAX_DATASET_VALUES = 200_000_000  # samples x features: 800 MB as float32
 
 
 class _Strict(BaseModel):
@@ -103,6 +104,13 @@ class SyntheticSpec(_Strict):
     task: Literal["classification", "regression"] = "classification"
     noise: float = Field(default=0.0, ge=0, le=10)
 
+    @model_validator(mode="after")
+    def _bounded_size(self) -> Self:
+        if self.samples * self.features > MAX_DATASET_VALUES:
+            raise ValueError(f"samples x features: {self.samples} x {self.features} is over "
+                             f"the limit of {MAX_DATASET_VALUES} values")
+        return self
+
 
 class DataSpec(_Strict):
     """Which dataset, and which fraction of it is held out for validation."""
@@ -142,6 +150,10 @@ class JobSpec(_Strict):
                                  description="steps each run() call covers; 0 = about a second")
     fingerprint_every: int = Field(default=50, ge=1, le=1_000_000,
                                    description="compare replica parameter hashes every K steps")
+    checkpoint_every: int = Field(default=200, ge=1, le=1_000_000,
+                                  description="checkpoint every N steps (and at the end)")
+    max_restarts: int = Field(default=3, ge=0, le=100,
+                              description="restarts from the last checkpoint when a worker dies")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
@@ -190,6 +202,15 @@ class RankPlacement(BaseModel):
     pid: int
 
 
+class RestartInfo(BaseModel):
+    """One recovery of a job: its workers were replaced and restored from a checkpoint."""
+
+    number: int
+    at: datetime
+    cause: str  # what died or hung, where
+    from_step: int  # the checkpoint it continued from (0: the start)
+
+
 class JobPublic(BaseModel):
     """A job as the API returns it."""
 
@@ -207,9 +228,23 @@ class JobPublic(BaseModel):
     ranks: list[RankPlacement] = Field(default_factory=list)
     error: str | None = None
     restarts: int = 0
+    restart_log: list[RestartInfo] = Field(default_factory=list)
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class DatasetPublic(BaseModel):
+    """An uploaded dataset; a job spec names it by ``id`` in ``data.dataset``."""
+
+    id: str
+    name: str
+    rows: int
+    features: int
+    outputs: int  # classes, or regression targets
+    classes: int | None  # None: regression
+    bytes: int  # as stored
+    created_at: datetime
 
 
 class CurvePoint(BaseModel):

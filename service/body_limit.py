@@ -1,4 +1,7 @@
-"""Refuse request bodies over ``SYNCSGD_MAX_REQUEST_BYTES`` with a 413 that names the limit.
+"""Refuse request bodies over their limit with a 413 that names it.
+
+Uploads (``POST /datasets``) may be up to ``SYNCSGD_MAX_UPLOAD_BYTES``; every
+other body up to ``SYNCSGD_MAX_REQUEST_BYTES``.
 
 A declared ``Content-Length`` over the limit is refused before a byte is read; a
 streamed body is cut off as soon as it passes the limit (the ``HTTPException``
@@ -12,21 +15,26 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-def too_large_message(limit: int) -> str:
-    return f"request body is over the limit of {limit} bytes (SYNCSGD_MAX_REQUEST_BYTES)"
+def too_large_message(limit: int, setting: str) -> str:
+    return f"request body is over the limit of {limit} bytes ({setting})"
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int):
+        self.app, self.default_limit, self.upload_limit = app, limit, upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"].rstrip("/") == "/datasets":
+            limit, setting = self.upload_limit, "SYNCSGD_MAX_UPLOAD_BYTES"
+        else:
+            limit, setting = self.default_limit, "SYNCSGD_MAX_REQUEST_BYTES"
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            response = JSONResponse({"detail": too_large_message(self.limit)}, status_code=413)
+        if declared.isdigit() and int(declared) > limit:
+            response = JSONResponse({"detail": too_large_message(limit, setting)},
+                                    status_code=413)
             await response(scope, receive, send)
             return
         seen = 0
@@ -36,8 +44,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise HTTPException(413, too_large_message(self.limit))
+                if seen > limit:
+                    raise HTTPException(413, too_large_message(limit, setting))
             return message
 
         await self.app(scope, limited_receive, send)

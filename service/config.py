@@ -50,9 +50,14 @@ class Settings(BaseSettings):
     max_parameters: int = Field(default=50_000_000, ge=1)
     max_epoch_samples: int = Field(default=2_000_000_000, ge=1,
                                    description="epochs x training samples, per job")
+    max_dataset_values: int = Field(default=100_000_000, ge=1,
+                                    description="samples x features of a job's data (memory)")
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1024)
     max_curve_page: int = Field(default=100_000, ge=1)
+    max_upload_bytes: int = Field(default=200 * 2**20, ge=1024,
+                                  description="POST /datasets body limit")
+    keep_checkpoints: int = Field(default=3, ge=1, le=100)
 
     # timing
     placement_timeout_s: float = Field(default=60.0, gt=0)
@@ -70,3 +75,11 @@ class Settings(BaseSettings):
     @cached_property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @cached_property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    @cached_property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from service import runner
-from service.api import health, jobs
+from service.api import datasets, health, jobs
 from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
 from service.scheduler import Scheduler
@@ -29,7 +29,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = SqliteJobStore(settings.database_path)
-        await run_in_threadpool(runner.connect, settings)
+        # On THIS thread, not a worker thread: Ray ties its head processes' lives to the
+        # thread that started them (PR_SET_PDEATHSIG), and the server retires idle
+        # worker threads, which killed the embedded Ray ~10 s into a quiet spell.
+        runner.connect(settings)
         scheduler = Scheduler(store, settings, runner.cluster_cpus()[0])
         scheduler.start()
         app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
@@ -42,7 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="syncsgd", version="0.1.0", lifespan=lifespan,
                   description="Synchronized data-parallel SGD as a service.")
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes,
+                       upload_limit=settings.max_upload_bytes)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(datasets.router)
     return app

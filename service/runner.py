@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.checkpoint import TrainingState
 from common.data import load_dataset
 from common.nn import Network
 from common.records import StepRecord
-from common.schemas import JobSpec, RankPlacement
+from common.schemas import JobSpec, RankPlacement, RestartInfo
 from service.config import Settings
 from worker import cluster
-from worker.driver import TrainingResult, train
+from worker.actor import Fault
+from worker.driver import Restart, TrainingResult, train
 from worker.errors import GroupError, JobCancelledError
 from worker.group import GroupOptions, WorkerGroup
 
-__all__ = ["GroupError", "JobCancelledError", "TrainingResult", "connect", "disconnect",
-           "run_job", "save_model"]
+__all__ = ["Fault", "GroupError", "JobCancelledError", "TrainingResult", "connect",
+           "disconnect", "run_job", "save_model"]
 
 
 def connect(settings: Settings) -> dict[str, Any]:
@@ -49,8 +52,13 @@ def cluster_cpus() -> tuple[float, float]:
 def run_job(spec: JobSpec, settings: Settings, *,
             on_records: Callable[[list[StepRecord]], None],
             on_started: Callable[[list[RankPlacement], int], None] = lambda ranks, total: None,
-            cancelled: Callable[[], bool] = lambda: False) -> TrainingResult:
-    """Train ``spec`` on a fresh worker group; the group is gone when this returns."""
+            cancelled: Callable[[], bool] = lambda: False,
+            on_checkpoint: Callable[[TrainingState], None] | None = None,
+            on_restart: Callable[[RestartInfo], None] | None = None,
+            pending_faults: Callable[[], list[Fault]] = list,
+            resume: TrainingState | None = None) -> TrainingResult:
+    """Train ``spec`` on fresh worker groups (replaced when workers die); all are gone
+    when this returns."""
     options = GroupOptions(env=dict(settings.worker_env),
                            placement_timeout_s=settings.placement_timeout_s,
                            join_timeout_s=settings.join_timeout_s,
@@ -60,9 +68,17 @@ def run_job(spec: JobSpec, settings: Settings, *,
         on_started([RankPlacement(rank=r.rank, node=r.node, pid=r.pid) for r in group.ranks],
                    group.total_steps)
 
-    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
+    def restarted(restart: Restart) -> None:
+        if on_restart is not None:
+            on_restart(RestartInfo(number=restart.number, cause=restart.cause,
+                                   at=datetime.fromtimestamp(restart.at, UTC),
+                                   from_step=restart.from_step))
+
+    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype,
+                        datasets_dir=settings.datasets_dir)
     return train(spec, data, options, on_records=on_records, cancelled=cancelled,
-                 on_started=started)
+                 on_started=started, on_checkpoint=on_checkpoint, on_restart=restarted,
+                 pending_faults=pending_faults, resume=resume)
 
 
 def save_model(spec: JobSpec, params: Any, path: Path) -> None:

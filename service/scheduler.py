@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from common.checkpoint import TrainingState, latest_checkpoint, list_checkpoints, save_checkpoint
 from common.data import check_spec_matches_data, describe_dataset
 from common.records import StepRecord
-from common.schemas import JobPublic, JobSpec, JobState, RankPlacement
+from common.schemas import JobPublic, JobSpec, JobState, RankPlacement, RestartInfo
 from service import runner
 from service.config import Settings
 from service.store import SqliteJobStore
@@ -36,6 +39,10 @@ class SubmissionError(ValueError):
     def __init__(self, field: str, message: str):
         self.field = field
         super().__init__(f"{field}: {message}")
+
+
+class ResumeError(RuntimeError):
+    """An interrupted job cannot continue (its checkpoints are unreadable)."""
 
 
 class StateConflictError(RuntimeError):
@@ -53,11 +60,11 @@ class StoreWriter:
     """Applies store writes in order on one background thread."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
         self._thread.start()
 
-    def put(self, write: Callable[[], None]) -> None:
+    def put(self, write: Callable[[], object]) -> None:
         self._queue.put(write)
 
     def flush(self) -> None:
@@ -83,6 +90,7 @@ class Scheduler:
         self.store, self.settings, self.cluster_cpus = store, settings, cluster_cpus
         self._lock = threading.Condition()
         self._running: dict[str, _Running] = {}
+        self._armed: dict[str, list[runner.Fault]] = {}  # faults to arm before a next chunk
         self._stopping = False
         self._writer = StoreWriter()
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -90,14 +98,17 @@ class Scheduler:
     # ---- life ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        # Jobs a previous service process was running have no workers any more.
+        # Jobs a previous service process was running (it crashed, or was stopped) have
+        # no workers any more: back in the queue, in their old places, to resume from
+        # their newest checkpoints.
         for job_id in self.store.ids_in_state(JobState.running):
-            self.store.finish(job_id, JobState.failed,
-                              "the service stopped while the job was running")
+            log.warning("job %s was interrupted; it resumes from its last checkpoint", job_id)
+            self.store.requeue(job_id)
         self._thread.start()
 
     def stop(self) -> None:
-        """Cancel running jobs, wait for their workers to be gone, flush the store."""
+        """Stop running jobs between chunks (they resume at the next start), wait for their
+        workers to be gone, flush the store."""
         with self._lock:
             self._stopping = True
             running = list(self._running.values())
@@ -133,8 +144,12 @@ class Scheduler:
         if spec.model.num_parameters > s.max_parameters:
             raise SubmissionError("model", f"{spec.model.num_parameters} parameters is over the "
                                   f"limit of {s.max_parameters} (SYNCSGD_MAX_PARAMETERS)")
-        info = describe_dataset(spec.data, seed=spec.seed)
+        info = describe_dataset(spec.data, seed=spec.seed, datasets_dir=s.datasets_dir)
         check_spec_matches_data(spec, info)
+        if info.values > s.max_dataset_values:
+            raise SubmissionError("data", f"{info.n_train + info.n_val} x {info.features} values "
+                                  f"is over the limit of {s.max_dataset_values} "
+                                  "(SYNCSGD_MAX_DATASET_VALUES)")
         if spec.epochs * info.n_train > s.max_epoch_samples:
             raise SubmissionError("epochs", f"{spec.epochs} x {info.n_train} samples is over the "
                                   f"limit of {s.max_epoch_samples} (SYNCSGD_MAX_EPOCH_SAMPLES)")
@@ -158,6 +173,21 @@ class Scheduler:
                 raise StateConflictError(f"job {job_id} is {job.state.value}; cancel it first")
             self.store.delete(job_id)
         (self.settings.models_dir / f"{job_id}.npz").unlink(missing_ok=True)
+        shutil.rmtree(self.settings.checkpoints_dir / job_id, ignore_errors=True)
+
+    def inject_fault(self, job_id: str, rank: int, step: int, action: str) -> None:
+        """Arm a fault in a queued or running job: ``rank`` does ``action`` before ``step``."""
+        fault = runner.Fault(rank, step, action)  # type: ignore[arg-type]
+        with self._lock:
+            state = self.store.get(job_id).state
+            if state.terminal:
+                raise StateConflictError(f"job {job_id} is {state.value}; faults go to "
+                                         "queued or running jobs")
+            self._armed.setdefault(job_id, []).append(fault)
+
+    def _take_faults(self, job_id: str) -> list[runner.Fault]:
+        with self._lock:
+            return self._armed.pop(job_id, [])
 
     def running_ids(self) -> list[str]:
         with self._lock:
@@ -190,6 +220,7 @@ class Scheduler:
 
     def _run(self, job_id: str, spec: JobSpec, running: _Running) -> None:
         write = self._writer.put
+        checkpoints = self.settings.checkpoints_dir / job_id
 
         def on_started(ranks: list[RankPlacement], total_steps: int) -> None:
             write(lambda: self.store.mark_running(job_id, total_steps, ranks))
@@ -197,22 +228,52 @@ class Scheduler:
         def on_records(records: list[StepRecord]) -> None:
             write(lambda: self.store.add_points(job_id, records))
 
+        def on_checkpoint(state: TrainingState) -> None:
+            write(lambda: save_checkpoint(checkpoints, state, keep=self.settings.keep_checkpoints))
+
+        def on_restart(restart: RestartInfo) -> None:
+            log.warning("job %s: restart %d from step %d: %s", job_id, restart.number,
+                        restart.from_step, restart.cause)
+            write(lambda: self.store.add_restart(job_id, restart))
+
         try:
-            result = runner.run_job(spec, self.settings, on_records=on_records,
-                                    on_started=on_started, cancelled=running.cancel.is_set)
+            resume = self._resume_point(checkpoints)
+            result = runner.run_job(
+                spec, self.settings, on_records=on_records, on_started=on_started,
+                cancelled=running.cancel.is_set, on_checkpoint=on_checkpoint,
+                on_restart=on_restart, pending_faults=lambda: self._take_faults(job_id),
+                resume=resume)
             runner.save_model(spec, result.params, self.settings.models_dir / f"{job_id}.npz")
             write(lambda: self.store.finish(job_id, JobState.succeeded))
+            write(lambda: shutil.rmtree(checkpoints, ignore_errors=True))
         except runner.JobCancelledError as exc:
-            reason = "the service shut down" if self._stopping else str(exc)
-            state = JobState.failed if self._stopping else JobState.cancelled
-            write(lambda: self.store.finish(job_id, state, reason))
+            if self._stopping:  # not the user's doing: resume at the next start
+                write(lambda: self.store.requeue(job_id))
+            else:
+                reason = str(exc)
+                write(lambda: self.store.finish(job_id, JobState.cancelled, reason))
+                write(lambda: shutil.rmtree(checkpoints, ignore_errors=True))
         except Exception as exc:
             log.warning("job %s failed: %s", job_id, exc)
-            message = str(exc) if isinstance(exc, runner.GroupError | ValueError) else (
+            known = runner.GroupError | ValueError | ResumeError
+            message = str(exc) if isinstance(exc, known) else (
                 f"{type(exc).__name__}: {exc}")
             write(lambda: self.store.finish(job_id, JobState.failed, message))
         finally:
             self._writer.flush()
             with self._lock:
                 self._running.pop(job_id, None)
+                self._armed.pop(job_id, None)
                 self._lock.notify_all()
+
+    @staticmethod
+    def _resume_point(checkpoints: Path) -> TrainingState | None:
+        """The newest readable checkpoint of the job; None for a fresh start."""
+        if not list_checkpoints(checkpoints):
+            return None
+        found = latest_checkpoint(checkpoints)
+        if found is None:
+            raise ResumeError(f"cannot resume: none of the checkpoints in {checkpoints} "
+                              "can be read")
+        log.info("resuming from %s", found[1])
+        return found[0]

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from common.records import StepRecord
-from common.schemas import CurvePoint, JobPublic, JobSpec, JobState, RankPlacement, Timing
+from common.schemas import (
+    CurvePoint,
+    DatasetPublic,
+    JobPublic,
+    JobSpec,
+    JobState,
+    RankPlacement,
+    RestartInfo,
+    Timing,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -34,6 +43,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     loss REAL, val_loss REAL, val_accuracy REAL,
     timing TEXT, ranks TEXT, error TEXT,
     restarts INTEGER NOT NULL DEFAULT 0,
+    restart_log TEXT NOT NULL DEFAULT '[]',
     created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
@@ -46,6 +56,15 @@ CREATE TABLE IF NOT EXISTS points (
     val_loss REAL, val_accuracy REAL,
     PRIMARY KEY (job_id, step)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS datasets (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    name TEXT NOT NULL,
+    rows INTEGER NOT NULL, features INTEGER NOT NULL, outputs INTEGER NOT NULL,
+    classes INTEGER,
+    bytes INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
 
 POINT_FIELDS = ("step", "epoch", "loss", "compute", "allreduce", "wait", "update", "val_loss",
@@ -135,6 +154,18 @@ class SqliteJobStore:
                         json.dumps([r.model_dump() for r in ranks]), utcnow().isoformat(),
                         job_id))
 
+    def add_restart(self, job_id: str, restart: RestartInfo) -> None:
+        with self._transaction() as db:
+            row = db.execute("SELECT restart_log FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            log = [*json.loads(row["restart_log"]), restart.model_dump(mode="json")]
+            db.execute("UPDATE jobs SET restarts = ?, restart_log = ? WHERE id = ?",
+                       (len(log), json.dumps(log), job_id))
+
+    def requeue(self, job_id: str) -> None:
+        """Put an interrupted job back in the queue, in its old place (it resumes)."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET state = ? WHERE id = ?", (JobState.queued.value, job_id))
+
     def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
         assert state.terminal
         with self._transaction() as db:
@@ -145,6 +176,29 @@ class SqliteJobStore:
         with self._transaction() as db:
             if db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
                 raise JobNotFoundError(job_id)
+
+    # ---- uploaded datasets -----------------------------------------------------------------
+
+    def add_dataset(self, dataset: DatasetPublic) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO datasets (id, name, rows, features, outputs, classes, bytes, "
+                       "created_at) VALUES (?,?,?,?,?,?,?,?)",
+                       (dataset.id, dataset.name, dataset.rows, dataset.features,
+                        dataset.outputs, dataset.classes, dataset.bytes,
+                        dataset.created_at.isoformat()))
+
+    def list_datasets(self) -> list[DatasetPublic]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM datasets ORDER BY seq DESC").fetchall()
+        return [_dataset(r) for r in rows]
+
+    def get_dataset(self, dataset_id: str) -> DatasetPublic:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM datasets WHERE id = ?",
+                                   (dataset_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(dataset_id)
+        return _dataset(row)
 
     # ---- the curve -----------------------------------------------------------------------
 
@@ -187,6 +241,10 @@ def _mean_timing(rows: list[tuple[Any, ...]]) -> dict[str, float]:
             for i, name in ((3, "compute"), (4, "allreduce"), (5, "wait"), (6, "update"))}
 
 
+def _dataset(row: sqlite3.Row) -> DatasetPublic:
+    return DatasetPublic(**{k: row[k] for k in DatasetPublic.model_fields})
+
+
 def _job(row: sqlite3.Row) -> JobPublic:
     return JobPublic(
         id=row["id"], name=row["name"], state=JobState(row["state"]),
@@ -195,5 +253,7 @@ def _job(row: sqlite3.Row) -> JobPublic:
         val_loss=row["val_loss"], val_accuracy=row["val_accuracy"],
         timing=Timing(**json.loads(row["timing"])) if row["timing"] else None,
         ranks=[RankPlacement(**r) for r in json.loads(row["ranks"] or "[]")],
-        error=row["error"], restarts=row["restarts"], created_at=row["created_at"],
+        error=row["error"], restarts=row["restarts"],
+        restart_log=[RestartInfo(**r) for r in json.loads(row["restart_log"])],
+        created_at=row["created_at"],
         started_at=row["started_at"], finished_at=row["finished_at"])

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
+from common.checkpoint import TrainingState
 from common.collective import AllReduce, LocalAllReduce
 from common.data import Dataset
 from common.records import ChunkResult
@@ -106,15 +107,23 @@ class RankWorker:
 
     # ---- training ----------------------------------------------------------------------
 
-    def start(self, data: Dataset) -> int:
-        """Build the trainer (collective: broadcasts rank 0's parameters). Returns total steps."""
+    def start(self, data: Dataset, state: TrainingState | None = None) -> int:
+        """Build the trainer (collective: broadcasts rank 0's parameters), then restore
+        ``state`` if given (every rank gets the same). Returns the total steps."""
         if self.comm is None or self.comm.rank != self.rank:
             raise RuntimeError(f"rank {self.rank}: not joined to the collective group")
         self.trainer = Trainer(self.spec, data, self.comm)
+        if state is not None:
+            self.trainer.restore(state)
         return self.trainer.total_steps
 
-    def run(self, steps: int) -> ChunkResult:
-        """``steps`` synchronized steps; only rank 0 sends its records back."""
+    def set_fault(self, fault: Fault) -> None:
+        """Arm a fault on this running rank (drills and tests)."""
+        self.fault = fault
+
+    def run(self, steps: int, checkpoint: bool = False) -> ChunkResult:
+        """``steps`` synchronized steps; only rank 0 sends its records (and, when
+        ``checkpoint``, its state) back."""
         trainer = self._trainer()
         first = trainer.step
         records = []
@@ -128,7 +137,10 @@ class RankWorker:
         fingerprint = result.fingerprint
         if fingerprint is None and first // every != trainer.step // every:
             fingerprint = trainer.fingerprint()
-        return ChunkResult(self.rank, records if self.rank == 0 else [], trainer.step, fingerprint)
+        if self.rank != 0:
+            return ChunkResult(self.rank, [], trainer.step, fingerprint)
+        return ChunkResult(0, records, trainer.step, fingerprint,
+                           trainer.state() if checkpoint else None)
 
     def final_params(self) -> Array:
         return self._trainer().net.params

@@ -8,8 +8,12 @@ itself as soon as ``~/.ray/auth_token`` exists).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any, Literal
 
 AuthMode = Literal["disabled", "token"]
@@ -21,20 +25,42 @@ def connect(address: str | None = None, *, auth_mode: AuthMode | None = None,
             ) -> dict[str, Any]:
     """Start the embedded Ray (``address=None``) or join the cluster at ``address``.
 
-    Returns the cluster's total resources. Idempotent within a process.
+    Returns the cluster's total resources. Idempotent within a process. Call it from
+    a thread that lives as long as the process (the main thread): the embedded Ray's
+    processes die with the thread that started them.
     """
     import ray
 
     os.environ["RAY_AUTH_MODE"] = auth_mode or ("disabled" if address is None else "token")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        if address is None:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
-                     dashboard_port=dashboard_port, logging_level=logging.WARNING,
-                     log_to_driver=False, _temp_dir=str(temp_dir) if temp_dir else None)
-        else:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        with _keep_signal_handlers():
+            _init(ray, address, num_cpus, include_dashboard, dashboard_port, temp_dir)
     return dict(ray.cluster_resources())
+
+
+@contextlib.contextmanager
+def _keep_signal_handlers() -> Iterator[None]:
+    """``ray.init`` on the main thread replaces the SIGTERM handler with ``sys.exit``;
+    a server that installed its own (graceful shutdown) must keep it."""
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        if on_main_thread:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+
+
+def _init(ray: Any, address: str | None, num_cpus: int | None, include_dashboard: bool,
+          dashboard_port: int, temp_dir: os.PathLike[str] | None) -> None:
+    if address is None:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
+                 dashboard_port=dashboard_port, logging_level=logging.WARNING,
+                 log_to_driver=False, _temp_dir=str(temp_dir) if temp_dir else None)
+    else:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
 
 
 def disconnect() -> None:

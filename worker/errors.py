@@ -14,21 +14,33 @@ class RankFailure:
     rank: int
     node: str
     pid: int
-    cause: str  # "ValueError: ..." or "process died: ..."
+    cause: str  # "ValueError: ..." or "worker process died ..."
+    died: bool = False  # the process is gone (vs. it raised)
 
 
 class GroupError(RuntimeError):
     """The worker group of a job could not go on; the message names what and where."""
 
+    #: Would a fresh group, restored from the last checkpoint, get past it? A dead or
+    #: hung worker: yes. A rank that raised (bad data, divergence) would raise again.
+    recoverable = False
+
 
 class RankFailedError(GroupError):
     def __init__(self, failures: list[RankFailure], during: str):
         self.failures = sorted(failures, key=lambda f: f.rank)
+        self.recoverable = all(f.died for f in self.failures)
         super().__init__(f"{during}: {describe_failures(self.failures)}")
 
 
 class GroupTimeoutError(GroupError):
     """A collective step or chunk did not finish in time: a hang, not an error."""
+
+    recoverable = True
+
+
+class RestartsExhaustedError(GroupError):
+    """Workers kept dying: ``max_restarts`` fresh groups did not get the job through."""
 
 
 class ReplicaMismatchError(GroupError):

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy.typing as npt
 
+from common.checkpoint import TrainingState
 from common.data import Dataset
 from common.records import ChunkResult
 from common.schemas import JobSpec
@@ -45,7 +46,7 @@ class GroupOptions:
     placement_timeout_s: float = 60.0  # for the CPUs to be free
     join_timeout_s: float = 60.0  # per collective join step
     chunk_timeout_s: float = 60.0  # the least a chunk is given before it counts as a hang
-    fault: Fault | None = None  # fault injection (tests and drills only)
+    fault: Fault | None = None  # armed in the first group only (tests and drills)
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,11 @@ class WorkerGroup:
     # ---- create --------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, spec: JobSpec, data: Dataset, options: GroupOptions) -> WorkerGroup:
-        """Reserve CPUs, start one actor per rank, join them, broadcast rank 0's weights."""
+    def create(cls, spec: JobSpec, data: Dataset, options: GroupOptions,
+               state: TrainingState | None = None,
+               fault: Fault | None = None) -> WorkerGroup:
+        """Reserve CPUs, start one actor per rank, join them, broadcast rank 0's weights
+        (or restore every rank from ``state``)."""
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -99,17 +103,17 @@ class WorkerGroup:
                 runtime_env={"env_vars": dict(options.env)} if options.env else None,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement, placement_group_bundle_index=rank),
-            ).remote(spec_json, rank, world, cpus, options.fault)
+            ).remote(spec_json, rank, world, cpus, fault)
             for rank in range(world)]
         group = cls(spec, actors, placement, options)
         try:
-            group._start(data)
+            group._start(data, state)
         except BaseException:
             group.shutdown()
             raise
         return group
 
-    def _start(self, data: Dataset) -> None:
+    def _start(self, data: Dataset, state: TrainingState | None) -> None:
         import ray
 
         timeout = self.options.join_timeout_s
@@ -125,9 +129,12 @@ class WorkerGroup:
         else:
             self._gather({0: self.actors[0].local_join.remote()}, timeout, "starting")
         data_ref = ray.put(data)  # one copy in the object store; ranks read it zero-copy
-        totals = self._gather({r: a.start.remote(data_ref) for r, a in enumerate(self.actors)},
+        state_ref = ray.put(state)
+        totals = self._gather({r: a.start.remote(data_ref, state_ref)
+                               for r, a in enumerate(self.actors)},
                               timeout + 60, "loading data and broadcasting rank 0's weights")
         self.total_steps = totals[0]
+        self.step = state.step if state is not None else 0
 
     def _join_mpi(self, timeout: float) -> None:
         """Grow one communicator through rank 0's port, one newcomer at a time."""
@@ -144,13 +151,15 @@ class WorkerGroup:
 
     # ---- drive ---------------------------------------------------------------------------
 
-    def run(self, steps: int, timeout_s: float) -> ChunkResult:
-        """One chunk: every rank runs ``steps`` steps. Returns rank 0's result.
+    def run(self, steps: int, timeout_s: float, checkpoint: bool = False) -> ChunkResult:
+        """One chunk: every rank runs ``steps`` steps. Returns rank 0's result (with its
+        state when ``checkpoint``).
 
         When the chunk was due a fingerprint check, all ranks' parameter hashes
         must agree, or :class:`ReplicaMismatchError` names the odd ranks.
         """
-        results = self._gather({r: a.run.remote(steps) for r, a in enumerate(self.actors)},
+        results = self._gather({r: a.run.remote(steps, checkpoint)
+                                for r, a in enumerate(self.actors)},
                                timeout_s, f"steps {self.step + 1}..{self.step + steps}")
         chunk: ChunkResult = results[0]
         self.step = chunk.step
@@ -162,6 +171,14 @@ class WorkerGroup:
                     f"replicas diverged by step {chunk.step}: ranks {odd} hold parameters "
                     f"different from rank 0's ({', '.join(self._where(r) for r in odd)})")
         return chunk
+
+    def inject(self, fault: Fault) -> None:
+        """Arm ``fault`` on its rank, which is running (drills and tests)."""
+        if not 0 <= fault.rank < self.world_size:
+            raise ValueError(f"rank: {fault.rank} is not a rank of this job "
+                             f"(0..{self.world_size - 1})")
+        self._gather({fault.rank: self.actors[fault.rank].set_fault.remote(fault)},
+                     self.options.join_timeout_s, "arming a fault")
 
     def final_params(self) -> Array:
         """Rank 0's parameters (every replica holds the same)."""
@@ -222,6 +239,7 @@ class WorkerGroup:
             cause = f"{type(exc.cause).__name__}: {exc.cause}"
         elif isinstance(exc, rex.RayActorError):
             cause = "worker process died (killed, out of memory, or its node was lost)"
+            return RankFailure(rank, info.node, info.pid, cause, died=True)
         else:
             cause = f"{type(exc).__name__}: {exc}"
         return RankFailure(rank, info.node, info.pid, cause.strip())

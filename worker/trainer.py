@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.checkpoint import TrainingState
 from common.collective import AllReduce
 from common.data import Dataset, epoch_order, shard_bounds, steps_per_epoch
 from common.nn import Network, make_optimizer
@@ -76,6 +77,21 @@ class Trainer:
         K = self.spec.fingerprint_every
         due = self.done or first // K != self.step // K
         return ChunkResult(self.rank, records, self.step, self.fingerprint() if due else None)
+
+    def state(self) -> TrainingState:
+        """A copy of what a checkpoint needs: step, parameters, optimizer state."""
+        return TrainingState(self.step, self.net.params.copy(), self.optimizer.state_dict())
+
+    def restore(self, state: TrainingState) -> None:
+        """Continue from ``state`` exactly: the data order follows from (seed, epoch)."""
+        if state.params.shape != self.net.params.shape:
+            raise ValueError(f"checkpoint: {state.params.shape} parameters, the model has "
+                             f"{self.net.params.shape}")
+        if not 0 <= state.step <= self.total_steps:
+            raise ValueError(f"checkpoint: step {state.step} is outside 0..{self.total_steps}")
+        self.net.params[...] = state.params
+        self.optimizer.load_state_dict(state.optimizer)
+        self.step = state.step
 
     def fingerprint(self) -> str:
         """sha256 of this replica's parameters: equal on every rank, or they diverged."""

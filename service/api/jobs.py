@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, 
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.data import DataMismatchError
 from common.schemas import CurvePoint, JobPublic, JobSpec, JobState
@@ -26,6 +26,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_
 POLL_S = 0.25
 KEEPALIVE_S = 15.0
 EVENT_BATCH = 1000
+#: Steps and offsets are SQLite INTEGERs (64-bit): bound what clients may send.
+MAX_INDEX = 2**62
 
 
 class JobList(BaseModel):
@@ -73,7 +75,7 @@ def submit_job(spec: JobSpec, scheduler: SchedulerDep, response: Response) -> Jo
 @router.get("")
 def list_jobs(store: StoreDep, state: JobState | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
+              offset: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0) -> JobList:
     """Jobs, newest first; filter by ``state``, page with ``limit`` and ``offset``."""
     items, total = store.list_jobs(state, limit, offset)
     return JobList(items=items, total=total, limit=limit, offset=offset)
@@ -88,8 +90,9 @@ def read_job(job: JobDep) -> JobPublic:
 @router.get("/{job_id}/curve", response_model=Curve,
             responses={200: {"content": {"text/csv": {}}}})
 def read_curve(job: JobDep, store: StoreDep, settings: SettingsDep,
-               since: Annotated[int, Query(ge=0, description="only steps after this one")] = 0,
-               limit: Annotated[int | None, Query(ge=1)] = None,
+               since: Annotated[int, Query(ge=0, le=MAX_INDEX,
+                                         description="only steps after this one")] = 0,
+               limit: Annotated[int | None, Query(ge=1, le=MAX_INDEX)] = None,
                format: Literal["json", "csv"] = "json") -> Curve | Response:
     """Every step's point (``?since=STEP`` for the increment); ``?format=csv`` for a table."""
     limit = min(limit or settings.max_curve_page, settings.max_curve_page)
@@ -108,14 +111,17 @@ def read_curve(job: JobDep, store: StoreDep, settings: SettingsDep,
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
 async def job_events(
         job: JobDep, store: StoreDep,
-        since: Annotated[int | None, Query(ge=0, description="resume after this step")] = None,
+        since: Annotated[int | None, Query(ge=0, le=MAX_INDEX,
+                                                description="resume after this step")] = None,
         last_event_id: Annotated[str | None, Header()] = None) -> AsyncIterator[ServerSentEvent]:
-    """Server-Sent Events: ``points`` (new curve points, id = last step) and ``state``
-    (the job, on every state change), in order; the stream ends when the job ends.
-    A late subscriber first gets what it missed (``Last-Event-ID`` or ``?since``).
+    """Server-Sent Events: ``points`` (new curve points, id = last step), ``state``
+    (the job, on every state change) and ``restart`` (when its workers were replaced),
+    in order; the stream ends when the job ends. A late subscriber first gets what it
+    missed (``Last-Event-ID`` or ``?since``).
     """
     cursor = since if since is not None else _step_of(last_event_id)
     last_state: JobState | None = None
+    restarts_sent = 0
     quiet_since = asyncio.get_running_loop().time()
     while True:
         # State first, points second: points are written before a terminal state,
@@ -126,6 +132,10 @@ async def job_events(
             yield ServerSentEvent(event="points", id=str(cursor),
                                   data=[p.model_dump() for p in points])
             quiet_since = asyncio.get_running_loop().time()
+        for restart in current.restart_log[restarts_sent:]:
+            yield ServerSentEvent(event="restart", id=str(cursor),
+                                  data=restart.model_dump(mode="json"))
+            restarts_sent += 1
         if current.state != last_state:
             last_state = current.state
             yield ServerSentEvent(event="state", id=str(cursor),
@@ -141,10 +151,40 @@ async def job_events(
 
 def _step_of(event_id: str | None) -> int:
     try:
-        return max(0, int(event_id)) if event_id else 0
+        return min(max(0, int(event_id)), MAX_INDEX) if event_id else 0
     except ValueError:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             "Last-Event-ID: expected a step number") from None
+
+
+class FaultRequest(BaseModel):
+    """A drill: ``rank`` does ``action`` just before its step ``step``."""
+
+    model_config = ConfigDict(extra="forbid")
+    rank: int = Field(ge=0, le=1023)
+    step: int = Field(ge=1, le=MAX_INDEX)
+    action: Literal["kill", "raise", "hang"] = Field(
+        default="kill", description="kill: SIGKILL of the rank's worker process")
+
+
+@router.post("/{job_id}/faults", status_code=status.HTTP_202_ACCEPTED,
+             dependencies=[Depends(require_token)],
+             responses={403: {"description": "fault injection is disabled"},
+                        409: {"description": "the job has ended"}})
+def inject_fault(job: JobDep, fault: FaultRequest, scheduler: SchedulerDep,
+                 settings: SettingsDep) -> FaultRequest:
+    """For operators' drills and tests, only with ``SYNCSGD_FAULT_INJECTION=true``: a real
+    crash (SIGKILL) of one worker at a given step; the job should recover from it."""
+    if not settings.fault_injection:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "fault injection is disabled "
+                            "(set SYNCSGD_FAULT_INJECTION=true to allow drills)")
+    if fault.rank >= job.spec.workers:
+        raise unprocessable("rank", f"job {job.id} has ranks 0..{job.spec.workers - 1}")
+    try:
+        scheduler.inject_fault(job.id, fault.rank, fault.step, fault.action)
+    except StateConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return fault
 
 
 @router.post("/{job_id}/cancel", dependencies=[Depends(require_token)],

@@ -43,19 +43,14 @@ class Server:
         return self.env["SYNCSGD_RAY_TEMP_DIR"]
 
     def ray_processes(self) -> list[int]:
-        """Pids of live processes whose command line names this service's Ray temp dir."""
-        pids = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                state = (proc / "stat").read_text().split()[2]
-            except OSError:
-                continue
-            if self.ray_temp_dir in cmdline and state != "Z":
-                pids.append(int(proc.name))
-        return pids
+        """Pids of live processes descended from this service (not itself)."""
+        marker = f"SYNCSGD_RAY_TEMP_DIR={self.ray_temp_dir}"
+        return [pid for pid in processes_with_env(marker) if pid != self.process.pid]
+
+    def kill_hard(self) -> None:
+        """SIGKILL the service itself, as a crash would."""
+        self.process.kill()
+        self.process.wait()
 
     def stop(self) -> int:
         """SIGTERM, then wait. uvicorn re-raises the signal after its graceful shutdown,
@@ -129,6 +124,25 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval: float = 0.1)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval)
+
+
+def processes_with_env(prefix: str) -> list[int]:
+    """Live processes with an environment entry starting with ``prefix``. Descendants
+    inherit the environment, and Ray's agents rename themselves, so this finds what
+    command lines do not."""
+    marker = prefix.encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(entry.startswith(marker) for entry in environ):
+            pids.append(int(proc.name))
+    return pids
 
 
 def process_exists(pid: int) -> bool:

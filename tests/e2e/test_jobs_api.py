@@ -179,7 +179,7 @@ BAD_FIELDS = [
                                             {"units": 10, "activation": "softmax"}]}},
      ["body", "model"]),  # over SYNCSGD_MAX_PARAMETERS
     ({"epochs": 10000, "data": {"dataset": "synthetic", "synthetic": {
-        "samples": 10_000_000, "features": 64, "outputs": 10}}}, ["body", "epochs"]),
+        "samples": 1_000_000, "features": 64, "outputs": 10}}}, ["body", "epochs"]),
 ]
 
 
@@ -207,6 +207,10 @@ def test_bad_input_is_refused_and_changes_nothing(server: Server) -> None:
                          ("DELETE", "/jobs/job_nope")):
         missing = httpx.request(method, f"{server.url}{path}")
         assert missing.status_code == 404 and missing.json()["detail"] == "Job job_nope not found"
+    # Found by fuzzing: integers past SQLite's 64 bits were a 500, now a 422.
+    overflow = httpx.get(f"{server.url}/jobs", params={"offset": 2**70})
+    assert overflow.status_code == 422 and overflow.json()["detail"][0]["loc"] == [
+        "query", "offset"]
     assert httpx.get(f"{server.url}/jobs", params={"limit": 500}).json() == before
 
 
@@ -257,3 +261,17 @@ def test_the_cli_submits_follows_and_charts(server: Server, tmp_path: Path) -> N
     assert json.loads(shown.stdout)["spec"]["epochs"] == 4
     missing = cli("status", "job_nope")
     assert missing.returncode == 1 and "HTTP 404: Job job_nope not found" in missing.stdout
+
+
+def test_a_dataset_too_big_for_memory_is_refused_before_it_is_built(server: Server) -> None:
+    """Found by fuzzing: a synthetic dataset within every other bound used 4 GB."""
+    spec: dict[str, Any] = {**SMALL, "model": {"input_dim": 6_000, "layers": [
+        {"units": 2, "activation": "softmax"}]}, "data": {"dataset": "synthetic", "synthetic": {
+            "samples": 20_000, "features": 6_000, "outputs": 2}}, "epochs": 1}
+    over_setting = httpx.post(f"{server.url}/jobs", json=spec)  # 120M values > 100M
+    assert over_setting.status_code == 422
+    assert "SYNCSGD_MAX_DATASET_VALUES" in over_setting.text
+    spec["data"]["synthetic"]["features"] = 20_000  # 400M values: over the spec's own bound
+    over_bound = httpx.post(f"{server.url}/jobs", json=spec)
+    assert over_bound.status_code == 422
+    assert "20000 x 20000 is over the limit of 200000000 values" in over_bound.text

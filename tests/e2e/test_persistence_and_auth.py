@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import SYNCSGD, start_server, wait_for
+from tests.e2e.conftest import SYNCSGD, processes_with_env, start_server, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,35 +49,6 @@ def test_a_fresh_service_process_serves_the_finished_job_and_its_whole_curve(
         second.stop()
 
 
-def test_a_job_running_when_the_service_stops_is_failed_with_the_reason(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    first = start_server(data_dir)
-    try:
-        job_id = httpx.post(f"{first.url}/jobs", json={**JOB, "epochs": 5000}).json()["id"]
-        wait_for(lambda: httpx.get(f"{first.url}/jobs/{job_id}").json()["step"] > 0, 60,
-                 "the job to make progress")
-    finally:
-        first.stop()
-    pids = [r["pid"] for r in sqlite_job(data_dir, job_id)["ranks"]]
-    assert pids and not [p for p in pids if os.path.exists(f"/proc/{p}")]
-    second = start_server(data_dir)
-    try:
-        job = httpx.get(f"{second.url}/jobs/{job_id}").json()
-        assert job["state"] == "failed" and "the service shut down" in job["error"]
-        assert len(httpx.get(f"{second.url}/jobs/{job_id}/curve").json()["points"]) == job["step"]
-    finally:
-        second.stop()
-
-
-def sqlite_job(data_dir: Path, job_id: str) -> dict[str, object]:
-    import json
-
-    with sqlite3.connect(data_dir / "syncsgd.sqlite3") as db:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return {**dict(row), "ranks": json.loads(row["ranks"])}
-
-
 def test_a_token_guards_every_change_and_reads_when_asked(tmp_path: Path) -> None:
     server = start_server(tmp_path / "data", token="s3cret", auth_reads="true")
     good = {"Authorization": "Bearer s3cret"}
@@ -115,6 +85,25 @@ def test_make_demo_runs_the_main_job_through_the_service(tmp_path: Path) -> None
     assert "2 workers, all-reduce mpi" in done.stdout
     assert "succeeded: 115 steps" in done.stdout
     assert png.read_bytes()[:4] == b"\x89PNG"
-    leftovers = subprocess.run(["pgrep", "-f", "syncsgd-demo-"], capture_output=True, text=True,
-                               check=False)
-    assert leftovers.stdout == "", "a process of the demo outlived it"
+    import tempfile
+
+    marker = f"SYNCSGD_RAY_TEMP_DIR={tempfile.gettempdir()}/syncsgd-demo-"
+    wait_for(lambda: not processes_with_env(marker), 30, "the demo's processes to exit")
+
+
+def test_an_idle_service_keeps_its_embedded_ray(tmp_path: Path) -> None:
+    """Regression: Ray was started on a server worker thread, and Ray's processes die with
+    the thread that started them (PR_SET_PDEATHSIG); ~10 s of quiet retired the thread."""
+    import time
+
+    server = start_server(tmp_path / "data")
+    try:
+        time.sleep(20)  # no request at all
+        ray_head = [p for p in server.ray_processes()
+                    if b"gcs_server" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert ray_head, "the embedded Ray's GCS is gone"
+        job_id = httpx.post(f"{server.url}/jobs", json={**JOB, "epochs": 1}).json()["id"]
+        wait_for(lambda: httpx.get(f"{server.url}/jobs/{job_id}").json()["state"] == "succeeded",
+                 60, "a job on the idle service")
+    finally:
+        server.stop()

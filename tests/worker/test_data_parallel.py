@@ -129,10 +129,11 @@ def test_a_raising_rank_fails_the_job_fast_and_leaves_no_actor(ray_cluster: Any,
 
 
 def test_a_killed_worker_process_fails_the_job_naming_it(ray_cluster: Any) -> None:
+    """With no restarts allowed (recovery has its own tests in test_recovery.py)."""
     groups: list[WorkerGroup] = []
     began = time.monotonic()
     with pytest.raises(RankFailedError, match=r"rank 1 \(node .*pid \d+\): worker process died"):
-        run_job(job(workers=2, allreduce="mpi", epochs=5),
+        run_job(job(workers=2, allreduce="mpi", epochs=5, max_restarts=0),
                 GroupOptions(fault=Fault(rank=1, step=7, action="kill")), groups)
     assert time.monotonic() - began < 30
     assert_group_gone(groups[0])
@@ -142,7 +143,7 @@ def test_a_hung_rank_is_a_timeout_not_a_hang(ray_cluster: Any) -> None:
     groups: list[WorkerGroup] = []
     began = time.monotonic()
     with pytest.raises(GroupTimeoutError, match=r"ranks \[0, 1\] did not finish within 3 s"):
-        run_job(job(workers=2, allreduce="mpi", epochs=5, steps_per_chunk=10),
+        run_job(job(workers=2, allreduce="mpi", epochs=5, steps_per_chunk=10, max_restarts=0),
                 GroupOptions(chunk_timeout_s=3, fault=Fault(rank=0, step=12, action="hang")),
                 groups)
     assert time.monotonic() - began < 30
