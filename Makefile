@@ -6,7 +6,10 @@ BIN    := $(VENV)/bin
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test lint bench clean
+# Root installs system packages itself; anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint sysdeps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +27,17 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/syncsgd demo
 
+# What the tests need from the system: Debian's Chromium for the browser test.
+sysdeps:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy common worker service
 	$(BIN)/lint-imports
 
-test: lint
+test: lint sysdeps
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev

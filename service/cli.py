@@ -26,6 +26,7 @@ from rich.table import Table
 
 from common.nn import Network, gradcheck
 from common.schemas import JobSpec, ModelSpec
+from service import logs
 from service.client import ApiError, Client
 
 app = typer.Typer(help="syncsgd: synchronized data-parallel SGD as a service.",
@@ -87,6 +88,7 @@ def serve(host: Annotated[str | None, typer.Option(help="default: SYNCSGD_HOST")
     overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items()
                  if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    logs.configure(settings.log_format)
     # Bind before the app starts: Ray, started by the app, opens ports of its own and
     # could otherwise take ours in between.
     listener = socket.create_server((settings.host, settings.port), reuse_port=False)
@@ -224,6 +226,28 @@ def _plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+@app.command()
+def predict(ctx: typer.Context, job_id: str,
+            inputs_file: Annotated[Path, typer.Argument(
+                help="CSV of input rows (numbers only), or JSON: a list of rows")],
+            as_json: Annotated[bool, typer.Option("--json", help="print outputs too")] = False,
+            ) -> None:
+    """Run a succeeded job's model: one predicted class (or output row) per input row."""
+    text = inputs_file.read_text()
+    try:
+        rows = json.loads(text) if inputs_file.suffix == ".json" else [
+            [float(v) for v in line.split(",")] for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"{inputs_file}: {exc}") from exc
+    result = _api(ctx.obj.client().predict, job_id, rows)
+    if as_json:
+        console.print_json(data=result)
+    elif result["classes"] is not None:
+        console.print("\n".join(map(str, result["classes"])))
+    else:
+        console.print("\n".join(",".join(f"{v:.6g}" for v in row) for row in result["outputs"]))
 
 
 @app.command()

@@ -82,6 +82,11 @@ class Client:
             points += page["points"]
             since = points[-1]["step"]
 
+    def predict(self, job_id: str, inputs: list[list[float]]) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(self.http.post(f"/jobs/{job_id}/predict",
+                                                           json={"inputs": inputs}))
+        return result
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._json(self.http.post(f"/jobs/{job_id}/cancel"))
         return result

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     join_timeout_s: float = Field(default=60.0, gt=0)
     chunk_timeout_s: float = Field(default=60.0, gt=0)
 
+    log_format: Literal["text", "json"] = Field(default="text",
+                                                description="json: one JSON object per line")
+
     # operators' drills and tests only
     fault_injection: bool = Field(default=False,
                                   description="enable POST /jobs/{id}/faults (kills workers)")

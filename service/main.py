@@ -8,16 +8,20 @@ so no process of the service outlives it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import runner
-from service.api import datasets, health, jobs
+from service.api import dashboard, datasets, health, jobs
 from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
+from service.metrics import Metrics
+from service.models import ModelCache
 from service.scheduler import Scheduler
 from service.store import SqliteJobStore
 
@@ -29,13 +33,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = SqliteJobStore(settings.database_path)
+        metrics = Metrics(store)
         # On THIS thread, not a worker thread: Ray ties its head processes' lives to the
         # thread that started them (PR_SET_PDEATHSIG), and the server retires idle
         # worker threads, which killed the embedded Ray ~10 s into a quiet spell.
         runner.connect(settings)
-        scheduler = Scheduler(store, settings, runner.cluster_cpus()[0])
+        scheduler = Scheduler(store, settings, runner.cluster_cpus()[0],
+                              observe_records=metrics.observe_records)
         scheduler.start()
         app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
+        app.state.metrics, app.state.models = metrics, ModelCache(settings.models_dir)
         try:
             yield
         finally:
@@ -47,7 +54,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Synchronized data-parallel SGD as a service.")
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes,
                        upload_limit=settings.max_upload_bytes)
+
+    @app.middleware("http")
+    async def time_requests(request: Request,
+                            call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+        if metrics is None:
+            return await call_next(request)
+        return await metrics.time_request(request, call_next)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format: jobs by state, running jobs' speed and loss, steps,
+        all-reduce seconds, HTTP request durations."""
+        metrics: Metrics = request.app.state.metrics
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)
+    app.include_router(dashboard.router)
     return app

@@ -86,8 +86,10 @@ class StoreWriter:
 
 
 class Scheduler:
-    def __init__(self, store: SqliteJobStore, settings: Settings, cluster_cpus: float):
+    def __init__(self, store: SqliteJobStore, settings: Settings, cluster_cpus: float,
+                 observe_records: Callable[[list[StepRecord]], None] = lambda records: None):
         self.store, self.settings, self.cluster_cpus = store, settings, cluster_cpus
+        self._observe_records = observe_records
         self._lock = threading.Condition()
         self._running: dict[str, _Running] = {}
         self._armed: dict[str, list[runner.Fault]] = {}  # faults to arm before a next chunk
@@ -102,7 +104,8 @@ class Scheduler:
         # no workers any more: back in the queue, in their old places, to resume from
         # their newest checkpoints.
         for job_id in self.store.ids_in_state(JobState.running):
-            log.warning("job %s was interrupted; it resumes from its last checkpoint", job_id)
+            log.warning("interrupted; requeued to resume from its last checkpoint",
+                        extra={"event": "requeued", "job": job_id})
             self.store.requeue(job_id)
         self._thread.start()
 
@@ -128,6 +131,8 @@ class Scheduler:
         """Check the job against the limits and its data, then queue it."""
         self.check(spec)
         job = self.store.create(f"job_{uuid.uuid4().hex[:16]}", spec)
+        log.info("queued: %s, %d worker(s), all-reduce %s", spec.name, spec.workers,
+                 spec.allreduce, extra={"event": "submitted", "job": job.id})
         with self._lock:
             self._lock.notify_all()
         return job
@@ -223,17 +228,21 @@ class Scheduler:
         checkpoints = self.settings.checkpoints_dir / job_id
 
         def on_started(ranks: list[RankPlacement], total_steps: int) -> None:
+            for rank in ranks:
+                log.info("started on node %s, pid %d", rank.node, rank.pid,
+                         extra={"event": "rank-started", "job": job_id, "rank": rank.rank})
             write(lambda: self.store.mark_running(job_id, total_steps, ranks))
 
         def on_records(records: list[StepRecord]) -> None:
+            self._observe_records(records)
             write(lambda: self.store.add_points(job_id, records))
 
         def on_checkpoint(state: TrainingState) -> None:
             write(lambda: save_checkpoint(checkpoints, state, keep=self.settings.keep_checkpoints))
 
         def on_restart(restart: RestartInfo) -> None:
-            log.warning("job %s: restart %d from step %d: %s", job_id, restart.number,
-                        restart.from_step, restart.cause)
+            log.warning("restart %d from step %d: %s", restart.number, restart.from_step,
+                        restart.cause, extra={"event": "restart", "job": job_id})
             write(lambda: self.store.add_restart(job_id, restart))
 
         try:
@@ -246,15 +255,21 @@ class Scheduler:
             runner.save_model(spec, result.params, self.settings.models_dir / f"{job_id}.npz")
             write(lambda: self.store.finish(job_id, JobState.succeeded))
             write(lambda: shutil.rmtree(checkpoints, ignore_errors=True))
+            log.info("succeeded after %d steps, %d restart(s)", result.steps, result.restarts,
+                     extra={"event": "succeeded", "job": job_id})
         except runner.JobCancelledError as exc:
             if self._stopping:  # not the user's doing: resume at the next start
                 write(lambda: self.store.requeue(job_id))
             else:
+                log.info("%s", exc, extra={"event": "cancelled", "job": job_id})
                 reason = str(exc)
                 write(lambda: self.store.finish(job_id, JobState.cancelled, reason))
                 write(lambda: shutil.rmtree(checkpoints, ignore_errors=True))
         except Exception as exc:
-            log.warning("job %s failed: %s", job_id, exc)
+            log.warning("failed: %s", exc, extra={"event": "failed", "job": job_id})
+            for failure in getattr(exc, "failures", []):
+                log.warning("on node %s, pid %d: %s", failure.node, failure.pid, failure.cause,
+                            extra={"event": "rank-failed", "job": job_id, "rank": failure.rank})
             known = runner.GroupError | ValueError | ResumeError
             message = str(exc) if isinstance(exc, known) else (
                 f"{type(exc).__name__}: {exc}")
@@ -275,5 +290,6 @@ class Scheduler:
         if found is None:
             raise ResumeError(f"cannot resume: none of the checkpoints in {checkpoints} "
                               "can be read")
-        log.info("resuming from %s", found[1])
+        log.info("resuming from %s", found[1], extra={"event": "resume",
+                                                       "job": checkpoints.name})
         return found[0]

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.config import Settings
+from service.models import ModelCache
 from service.scheduler import Scheduler
 from service.store import SqliteJobStore
 
@@ -25,6 +26,11 @@ def get_store(request: Request) -> SqliteJobStore:
     return store
 
 
+def get_models(request: Request) -> ModelCache:
+    models: ModelCache = request.app.state.models
+    return models
+
+
 def get_scheduler(request: Request) -> Scheduler:
     scheduler: Scheduler = request.app.state.scheduler
     return scheduler
@@ -33,6 +39,7 @@ def get_scheduler(request: Request) -> Scheduler:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[SqliteJobStore, Depends(get_store)]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
+ModelsDep = Annotated[ModelCache, Depends(get_models)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

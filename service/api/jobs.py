@@ -8,6 +8,7 @@ import io
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -16,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.data import DataMismatchError
 from common.schemas import CurvePoint, JobPublic, JobSpec, JobState
-from service.api.deps import SchedulerDep, SettingsDep, StoreDep, require_read_token, require_token
+from service.api.deps import (
+    ModelsDep,
+    SchedulerDep,
+    SettingsDep,
+    StoreDep,
+    require_read_token,
+    require_token,
+)
 from service.scheduler import StateConflictError, SubmissionError
 from service.store import POINT_FIELDS, JobNotFoundError
 
@@ -70,6 +78,12 @@ def submit_job(spec: JobSpec, scheduler: SchedulerDep, response: Response) -> Jo
         raise unprocessable(exc.field, str(exc)) from exc
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
+
+
+@router.get("/defaults")
+def job_defaults() -> JobSpec:
+    """The job spec with every field at its default: a template for new jobs."""
+    return JobSpec()
 
 
 @router.get("")
@@ -200,13 +214,45 @@ def cancel_job(job: JobDep, scheduler: SchedulerDep) -> JobPublic:
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT,
                dependencies=[Depends(require_token)],
                responses={409: {"description": "the job is still queued or running"}})
-def delete_job(job: JobDep, scheduler: SchedulerDep) -> Response:
+def delete_job(job: JobDep, scheduler: SchedulerDep, models: ModelsDep) -> Response:
     """Forget a finished job: its record, curve and weights."""
     try:
         scheduler.delete(job.id)
     except StateConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    models.forget(job.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[list[float]] = Field(min_length=1, max_length=10_000,
+                                      description="rows of input_dim numbers")
+
+
+class Prediction(BaseModel):
+    outputs: list[list[float]]  # the last layer's activations, one row per input
+    classes: list[int] | None  # argmax of each row, for classifiers
+
+
+@router.post("/{job_id}/predict", dependencies=[Depends(require_read_token)],
+             responses={409: {"description": "the job has not succeeded"},
+                        422: {"description": "inputs of the wrong shape (named)"}})
+def predict(job: JobDep, request: PredictRequest, models: ModelsDep) -> Prediction:
+    """Run the trained model of a succeeded job on ``inputs``."""
+    if job.state != JobState.succeeded:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"job {job.id} is {job.state.value}: it predicts once it succeeded")
+    widths = {len(row) for row in request.inputs}
+    if len(widths) != 1:
+        raise unprocessable("inputs", f"rows must all have {job.spec.model.input_dim} "
+                            f"numbers; got rows of {sorted(widths)}")
+    try:
+        outputs, net = models.predict(job.id, np.asarray(request.inputs))
+    except ValueError as exc:
+        raise unprocessable("inputs", str(exc).replace("x: ", "", 1)) from exc
+    classes = outputs.argmax(axis=1).tolist() if net.classifies else None
+    return Prediction(outputs=outputs.tolist(), classes=classes)
 
 
 @router.get("/{job_id}/model", response_class=FileResponse,

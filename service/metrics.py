@@ -1,0 +1,86 @@
+"""Prometheus metrics (``GET /metrics``), on a registry of each app's own.
+
+Jobs by state and each running job's speed and loss are read from the store at
+scrape time; steps, all-reduce times and HTTP request durations are counted as
+they happen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from common.records import StepRecord
+from common.schemas import JobState
+from service.store import SqliteJobStore
+
+ALLREDUCE_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+class JobCollector(Collector):
+    """Gauges computed from the store when Prometheus scrapes."""
+
+    def __init__(self, store: SqliteJobStore):
+        self.store = store
+
+    def collect(self) -> Iterable[Metric]:
+        by_state = GaugeMetricFamily("syncsgd_jobs", "Jobs by state", labels=["state"])
+        for state, count in self.store.count_by_state().items():
+            by_state.add_metric([state], count)
+        yield by_state
+        speed = GaugeMetricFamily("syncsgd_job_steps_per_second",
+                                  "Steps per second of each running job (latest chunk)",
+                                  labels=["job"])
+        loss = GaugeMetricFamily("syncsgd_job_loss", "Latest training loss of each running job",
+                                 labels=["job"])
+        running, _ = self.store.list_jobs(JobState.running, limit=1000)
+        for job in running:
+            if job.timing is not None:
+                step_s = (job.timing.compute + job.timing.allreduce + job.timing.wait
+                          + job.timing.update)
+                speed.add_metric([job.id], 1.0 / step_s if step_s > 0 else 0.0)
+            if job.loss is not None:
+                loss.add_metric([job.id], job.loss)
+        yield speed
+        yield loss
+
+
+class Metrics:
+    def __init__(self, store: SqliteJobStore):
+        self.registry = CollectorRegistry()
+        self.registry.register(JobCollector(store))
+        self.steps = Counter("syncsgd_steps", "Training steps completed, all jobs",
+                             registry=self.registry)
+        self.allreduce = Histogram("syncsgd_allreduce_seconds",
+                                   "Seconds per step in the gradient all-reduce (rank 0, "
+                                   "transfer and waiting)", buckets=ALLREDUCE_BUCKETS,
+                                   registry=self.registry)
+        self.http = Histogram("syncsgd_http_request_duration_seconds",
+                              "HTTP request durations", ["method", "route", "status"],
+                              registry=self.registry)
+
+    def observe_records(self, records: list[StepRecord]) -> None:
+        self.steps.inc(len(records))
+        for record in records:
+            self.allreduce.observe(record.allreduce + record.wait)
+
+    async def time_request(self, request: Request,
+                           call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """HTTP middleware: one observation per request, labelled by its route template."""
+        began = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.http.labels(request.method, path, str(status)).observe(
+                time.perf_counter() - began)

@@ -1,0 +1,45 @@
+"""Trained models of finished jobs, loaded once and shared by predict requests.
+
+A ``Network`` reuses its buffers between calls, so each cached one has a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+
+from common.nn import Network
+
+Array = npt.NDArray[Any]
+
+
+class ModelCache:
+    def __init__(self, models_dir: Path, size: int = 8):
+        self.models_dir, self.size = models_dir, size
+        self._lock = threading.Lock()
+        self._nets: OrderedDict[str, tuple[Network, threading.Lock]] = OrderedDict()
+
+    def predict(self, job_id: str, x: Any) -> tuple[Array, Network]:
+        """Outputs of job ``job_id``'s model for ``x``; ValueError names a bad shape."""
+        net, lock = self._get(job_id)
+        with lock:
+            return net.predict(x), net
+
+    def _get(self, job_id: str) -> tuple[Network, threading.Lock]:
+        with self._lock:
+            if job_id in self._nets:
+                self._nets.move_to_end(job_id)
+                return self._nets[job_id]
+            entry = (Network.load(self.models_dir / f"{job_id}.npz"), threading.Lock())
+            self._nets[job_id] = entry
+            if len(self._nets) > self.size:
+                self._nets.popitem(last=False)
+            return entry
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._nets.pop(job_id, None)

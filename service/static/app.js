@@ -1,0 +1,231 @@
+// The syncsgd dashboard: the jobs table (polled), the submit form (errors shown next to
+// their fields), and one job's live charts, fed by its Server-Sent Events stream.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+let selected = null;   // job id shown in the detail panel
+let stream = null;     // its EventSource
+let received = 0;      // curve points received for it
+
+function headers(json = true) {
+  const h = json ? { "Content-Type": "application/json" } : {};
+  const token = localStorage.getItem("syncsgd-token");
+  if (token) h.Authorization = `Bearer ${token}`;
+  return h;
+}
+
+async function api(method, path, body) {
+  const response = await fetch(path, { method, headers: headers(body !== undefined),
+                                       body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = response.status === 204 ? null : await response.json().catch(() => null);
+  return { ok: response.ok, status: response.status, data };
+}
+
+const fmt = (v, digits = 4) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
+
+// ---- the jobs table ------------------------------------------------------------------------
+
+async function refreshJobs() {
+  const { ok, data } = await api("GET", "/jobs?limit=50");
+  if (!ok) return;
+  const rows = data.items.map((job) => {
+    const total = job.total_steps || 0;
+    const share = total ? Math.round((100 * job.step) / total) : 0;
+    const cancel = TERMINAL.has(job.state) ? "" :
+      `<button class="cancel" data-cancel="${job.id}" type="button">cancel</button>`;
+    return `<tr data-job="${job.id}" class="${job.id === selected ? "selected" : ""}">
+      <td>${job.id}</td><td>${escapeHtml(job.name)}</td>
+      <td class="state ${job.state}">${job.state}</td>
+      <td><div class="bar" title="${job.step}/${total || "?"}"><div style="width:${share}%"></div></div>
+          ${job.step}/${total || "?"}</td>
+      <td>${fmt(job.loss)}</td><td>${fmt(job.val_accuracy)}</td><td>${job.restarts}</td>
+      <td>${cancel}</td></tr>`;
+  });
+  $("#jobs tbody").innerHTML = rows.join("");
+}
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+$("#jobs tbody").addEventListener("click", async (event) => {
+  const cancelId = event.target.dataset.cancel;
+  if (cancelId) {
+    event.stopPropagation();
+    await api("POST", `/jobs/${cancelId}/cancel`);
+    refreshJobs();
+    return;
+  }
+  const row = event.target.closest("tr[data-job]");
+  if (row) select(row.dataset.job);
+});
+
+async function refreshHealth() {
+  const { ok, data } = await api("GET", "/healthz");
+  $("#health").textContent = ok ?
+    `${data.free_cpus} of ${data.cluster_cpus} CPUs free · ${data.running.length} running` :
+    "service unreachable";
+}
+
+// ---- the submit form -----------------------------------------------------------------------
+
+async function prefillForm() {
+  const [{ data: defaults }, { data: datasets }] =
+    await Promise.all([api("GET", "/jobs/defaults"), api("GET", "/datasets")]);
+  const options = ["digits", "synthetic", ...(datasets || []).map((d) => d.id)];
+  const labels = { digits: "digits", synthetic: "synthetic" };
+  for (const d of datasets || []) labels[d.id] = `${d.name} (${d.id})`;
+  $("select[name='data.dataset']").innerHTML =
+    options.map((o) => `<option value="${o}">${escapeHtml(labels[o])}</option>`).join("");
+  for (const field of $("#submit-form").querySelectorAll("[name]")) {
+    const value = field.name.split(".").reduce((v, key) => (v ? v[key] : undefined), defaults);
+    if (value === undefined) continue;
+    field.value = field.name === "model" ? JSON.stringify(value, null, 1) : value;
+  }
+}
+
+function readForm() {
+  const spec = {};
+  for (const field of $("#submit-form").querySelectorAll("[name]")) {
+    let value = field.value;
+    if (field.dataset.type === "number") value = value === "" ? value : Number(value);
+    if (field.name === "model") {
+      try { value = JSON.parse(value); }
+      catch (e) { throw { field: "model", message: `not valid JSON: ${e.message}` }; }
+    }
+    const keys = field.name.split(".");
+    let node = spec;
+    for (const key of keys.slice(0, -1)) node = node[key] = node[key] || {};
+    node[keys[keys.length - 1]] = value;
+  }
+  return spec;
+}
+
+function clearErrors() {
+  for (const label of $("#submit-form").querySelectorAll("label")) {
+    label.classList.remove("invalid");
+    label.querySelector(".error").textContent = "";
+  }
+  $("#form-error").textContent = "";
+}
+
+function showError(loc, message) {
+  // The API names the field as a path ("optimizer.lr", "model.layers.0.units"); show the
+  // message next to the longest form field that the path starts with.
+  const path = loc.join(".");
+  const labels = [...$("#submit-form").querySelectorAll("label[data-field]")]
+    .filter((l) => path === l.dataset.field || path.startsWith(`${l.dataset.field}.`))
+    .sort((a, b) => b.dataset.field.length - a.dataset.field.length);
+  if (labels.length) {
+    labels[0].classList.add("invalid");
+    const slot = labels[0].querySelector(".error");
+    slot.textContent = [slot.textContent, message].filter(Boolean).join("; ");
+  } else {
+    $("#form-error").textContent = [$("#form-error").textContent, `${path}: ${message}`]
+      .filter(Boolean).join("; ");
+  }
+}
+
+$("#submit-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors();
+  let spec;
+  try { spec = readForm(); }
+  catch (problem) { showError([problem.field], problem.message); return; }
+  const { ok, status, data } = await api("POST", "/jobs", spec);
+  if (ok) {
+    await refreshJobs();
+    select(data.id);
+  } else if (status === 422 && Array.isArray(data.detail)) {
+    for (const error of data.detail) showError(error.loc.slice(1), error.msg);
+  } else {
+    $("#form-error").textContent = `HTTP ${status}: ${data ? JSON.stringify(data.detail) : ""}`;
+  }
+});
+
+// ---- one job: live charts ------------------------------------------------------------------
+
+const TIMING = ["compute", "allreduce", "wait", "update"];
+
+function select(jobId) {
+  if (stream) stream.close();
+  selected = jobId;
+  received = 0;
+  $("#detail").hidden = false;
+  $("#detail-title").textContent = jobId;
+  $("#point-count").textContent = "0";
+  $("#detail-error").textContent = "";
+  Plotly.newPlot("loss-chart", [
+    { name: "training loss (step)", x: [], y: [], mode: "lines", line: { width: 1 } },
+    { name: "validation loss (epoch)", x: [], y: [], mode: "lines+markers" },
+    { name: "validation accuracy", x: [], y: [], mode: "lines+markers", yaxis: "y2",
+      line: { dash: "dot" } },
+  ], { title: { text: "loss" }, margin: { t: 40, r: 60 }, xaxis: { title: { text: "step" } },
+       yaxis: { type: "log", title: { text: "loss" } },
+       yaxis2: { overlaying: "y", side: "right", range: [0, 1], tickformat: ".0%", dtick: 0.2,
+                 title: { text: "accuracy" } },
+       legend: { orientation: "h" }, shapes: [], annotations: [] },
+     { responsive: true, displaylogo: false });
+  Plotly.newPlot("timing-chart", TIMING.map((name) => (
+    { name, x: [], y: [], stackgroup: "time", mode: "none" })),
+  { title: { text: "seconds per step (rank 0)" }, margin: { t: 40 },
+    xaxis: { title: { text: "step" } }, legend: { orientation: "h" } },
+  { responsive: true, displaylogo: false });
+  refreshJobs();
+  stream = new EventSource(`/jobs/${jobId}/events?since=0`);
+  stream.addEventListener("points", (event) => addPoints(JSON.parse(event.data)));
+  stream.addEventListener("state", (event) => showState(JSON.parse(event.data)));
+  stream.addEventListener("restart", (event) => markRestart(JSON.parse(event.data)));
+}
+
+function addPoints(points) {
+  const steps = points.map((p) => p.step);
+  const epochEnds = points.filter((p) => p.val_loss !== null);
+  Plotly.extendTraces("loss-chart", {
+    x: [steps, epochEnds.map((p) => p.step), epochEnds.map((p) => p.step)],
+    y: [points.map((p) => p.loss), epochEnds.map((p) => p.val_loss),
+        epochEnds.map((p) => p.val_accuracy)],
+  }, [0, 1, 2]);
+  Plotly.extendTraces("timing-chart", {
+    x: TIMING.map(() => steps), y: TIMING.map((key) => points.map((p) => p[key])),
+  }, TIMING.map((_, i) => i));
+  received += points.length;
+  $("#point-count").textContent = String(received);
+}
+
+function showState(job) {
+  const state = $("#detail-state");
+  state.textContent = job.state;
+  state.className = `state ${job.state}`;
+  $("#detail-progress").textContent = `step ${job.step}/${job.total_steps || "?"}`;
+  $("#detail-error").textContent = job.error || "";
+  $("#cancel-selected").hidden = TERMINAL.has(job.state);
+  if (TERMINAL.has(job.state) && stream) stream.close();  // or EventSource reconnects
+  refreshJobs();
+}
+
+function markRestart(restart) {
+  const chart = $("#loss-chart");
+  const shapes = [...(chart.layout.shapes || []), {
+    type: "line", x0: restart.from_step, x1: restart.from_step, yref: "paper", y0: 0, y1: 1,
+    line: { color: "#c62828", dash: "dash" } }];
+  const annotations = [...(chart.layout.annotations || []), {
+    x: restart.from_step, y: 1, yref: "paper", text: `restart ${restart.number}`,
+    showarrow: false, font: { color: "#c62828" } }];
+  Plotly.relayout(chart, { shapes, annotations });
+}
+
+$("#cancel-selected").addEventListener("click", async () => {
+  if (selected) await api("POST", `/jobs/${selected}/cancel`);
+});
+
+// ---- start ---------------------------------------------------------------------------------
+
+$("#token").value = localStorage.getItem("syncsgd-token") || "";
+$("#token").addEventListener("change", (e) => localStorage.setItem("syncsgd-token", e.target.value));
+prefillForm();
+refreshJobs();
+refreshHealth();
+setInterval(refreshJobs, 1500);
+setInterval(refreshHealth, 5000);

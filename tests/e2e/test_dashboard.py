@@ -1,0 +1,98 @@
+"""The dashboard in a real headless Chromium (Debian's package), driven by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Server, start_server, wait_for
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# No background networking: this machine's network is closed, and the page needs none.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("dashboard") / "data", ray_num_cpus=4)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def page(server: Server) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                             headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(server.url)
+        yield page
+        # Everything the page loaded came from the service itself: nothing from a CDN.
+        assert requests and all(url.startswith(server.url) for url in requests), requests
+        browser.close()
+
+
+def test_submit_watch_and_cancel_from_the_page(server: Server, page: Any) -> None:
+    other = httpx.post(f"{server.url}/jobs", json={"name": "to-cancel", "epochs": 3000,
+                                                   "workers": 2}).json()["id"]
+    page.wait_for_function("document.querySelector(\"input[name='epochs']\").value !== ''")
+    assert page.input_value("input[name='optimizer.lr']") == "0.1"  # the spec's defaults
+    assert page.input_value("select[name='allreduce']") == "mpi"
+    assert '"units": 128' in page.input_value("textarea[name='model']")
+
+    # An invalid field: the API's message appears next to that field, nothing is queued.
+    before = httpx.get(f"{server.url}/jobs").json()["total"]
+    page.fill("input[name='optimizer.lr']", "-1")
+    page.click("#submit-button")
+    error = page.locator("label[data-field='optimizer.lr'] .error")
+    error.wait_for(state="visible")
+    assert "greater than 0" in error.inner_text()
+    assert httpx.get(f"{server.url}/jobs").json()["total"] == before
+
+    page.fill("input[name='name']", "from-the-page")
+    page.fill("input[name='optimizer.lr']", "0.05")
+    page.fill("input[name='epochs']", "40")
+    page.fill("textarea[name='model']", '{"input_dim": 64, "layers": [{"units": 512}, '
+              '{"units": 512}, {"units": 10, "activation": "softmax"}]}')
+    page.click("#submit-button")
+    page.wait_for_function("document.querySelector('#detail-title').textContent !== ''")
+    job_id = page.inner_text("#detail-title")
+    assert httpx.get(f"{server.url}/jobs/{job_id}").json()["name"] == "from-the-page"
+
+    # The curve grows while the job runs.
+    counts = []
+    deadline = time.monotonic() + 120
+    while page.inner_text("#detail-state") != "succeeded" and time.monotonic() < deadline:
+        counts.append(int(page.inner_text("#point-count")))
+        time.sleep(0.3)
+    assert page.inner_text("#detail-state") == "succeeded"
+    growing = [c for c in counts if 0 < c < 40 * 23]
+    assert len(set(growing)) >= 3, counts  # seen at several sizes before the end
+    assert int(page.inner_text("#point-count")) == 40 * 23
+    assert page.evaluate("document.getElementById('loss-chart').data[0].x.length") == 40 * 23
+    assert page.evaluate("document.getElementById('loss-chart').data[1].x.length") == 40
+    assert page.evaluate("document.getElementById('timing-chart').data.length") == 4
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+
+    # Cancel the other job from its row in the table.
+    page.click(f"button[data-cancel='{other}']")
+    wait_for(lambda: httpx.get(f"{server.url}/jobs/{other}").json()["state"] == "cancelled",
+             30, "the job cancelled from the page")
+    page.wait_for_selector(f"tr[data-job='{other}'] td.state.cancelled")
