@@ -87,11 +87,13 @@ def test_two_external_sigkills_in_one_job(drills: Server, reference: bytes) -> N
     """The test itself SIGKILLs a worker process it finds in the job's ranks, twice."""
     job_id = httpx.post(f"{drills.url}/jobs", json=SPEC).json()["id"]
     killed: list[int] = []
+    old_groups: set[int] = set()  # every pid of a group already disturbed
 
     def ready_for_kill(restarts_before: int, rank: int) -> dict[str, Any] | None:
-        """The job, once its current group has made progress, with a fresh pid at rank."""
+        """The job, once a group that is all new has made progress."""
         j: dict[str, Any] = httpx.get(f"{drills.url}/jobs/{job_id}").json()
-        fresh = len(j["ranks"]) == 2 and j["ranks"][rank]["pid"] not in killed
+        pids = {r["pid"] for r in j["ranks"]}
+        fresh = len(pids) == 2 and pids.isdisjoint(old_groups)
         progressed = j["step"] >= 12 * (restarts_before + 1)
         return j if j["restarts"] == restarts_before and fresh and progressed else None
 
@@ -100,6 +102,7 @@ def test_two_external_sigkills_in_one_job(drills: Server, reference: bytes) -> N
                        f"progress before kill {restarts_before + 1}", 0.05)
         assert job["step"] < TOTAL, "the job ended before it could be disturbed"
         pid = job["ranks"][rank]["pid"]
+        old_groups.update(r["pid"] for r in job["ranks"])
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
     job = finished(drills, job_id)
