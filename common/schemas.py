@@ -138,6 +138,8 @@ class JobSpec(_Strict):
     batch_size: int = Field(default=64, ge=1, le=65_536,
                             description="GLOBAL batch; each step splits it across the workers")
     epochs: int = Field(default=10, ge=1, le=10_000)
+    max_steps: int = Field(default=0, ge=0, le=100_000_000,
+                           description="stop after this many steps; 0 = all epochs")
     workers: int = Field(default=1, ge=1, le=256)
     allreduce: AllReduceName = "mpi"
     cpus_per_worker: int = Field(default=1, ge=1, le=64,
@@ -154,6 +156,10 @@ class JobSpec(_Strict):
                                   description="checkpoint every N steps (and at the end)")
     max_restarts: int = Field(default=3, ge=0, le=100,
                               description="restarts from the last checkpoint when a worker dies")
+    deterministic: bool = Field(default=False,
+                                description="bit-identical weights for any workers <= micro_shards")
+    micro_shards: int = Field(default=8, ge=1, le=4096,
+                              description="deterministic mode: fixed pieces of each global batch")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
@@ -164,6 +170,9 @@ class JobSpec(_Strict):
                 f"(model.layers[-1].activation is {last!r})")
         if self.loss == "mse" and last == "softmax":
             raise ValueError("loss: a softmax last layer needs cross_entropy, not mse")
+        if self.deterministic and self.workers > self.micro_shards:
+            raise ValueError(f"micro_shards: deterministic mode needs at least one per worker "
+                             f"({self.micro_shards} < {self.workers} workers)")
         if self.allreduce == "local" and self.workers != 1:
             raise ValueError(f"allreduce: 'local' runs in one process; workers is {self.workers}, "
                              "use 'mpi' or 'ray' for more")
@@ -245,6 +254,26 @@ class DatasetPublic(BaseModel):
     classes: int | None  # None: regression
     bytes: int  # as stored
     created_at: datetime
+
+
+class VerifyRequest(BaseModel):
+    """Run ``spec`` for ``steps`` steps with 1 worker and with ``workers`` workers."""
+
+    model_config = ConfigDict(extra="forbid")
+    spec: JobSpec
+    workers: int = Field(default=2, ge=2, le=256)
+    steps: int = Field(default=20, ge=1, le=1000)
+
+
+class VerifyReport(BaseModel):
+    identical: bool  # bit for bit
+    steps: int
+    workers: int
+    sha256_one: str  # the final weights with 1 worker
+    sha256_many: str  # ... with ``workers``
+    max_abs_difference: float
+    max_rel_difference: float
+    curves_identical: bool
 
 
 class CurvePoint(BaseModel):

@@ -251,6 +251,25 @@ def predict(ctx: typer.Context, job_id: str,
 
 
 @app.command()
+def verify(ctx: typer.Context,
+           spec_file: Annotated[Path, typer.Argument(help="a job spec (JSON)")],
+           workers: Annotated[int, typer.Option(min=2, max=256)] = 4,
+           steps: Annotated[int, typer.Option(min=1, max=1000)] = 20) -> None:
+    """Train a spec for a few steps with 1 and with N workers: are the weights identical?
+    Exit 0 when they are bit for bit, 1 otherwise (with the largest difference)."""
+    report = _api(ctx.obj.client().verify, _read_json(spec_file), workers, steps)
+    if report["identical"]:
+        console.print(f"identical: 1 and {workers} workers give the same weights bit for bit "
+                      f"after {report['steps']} steps (sha256 {report['sha256_one'][:16]}...)")
+    else:
+        console.print(f"different: after {report['steps']} steps, 1 and {workers} workers "
+                      f"differ by up to {report['max_abs_difference']:.3g} "
+                      f"(relative {report['max_rel_difference']:.3g}); "
+                      "set \"deterministic\": true for identical weights")
+    raise typer.Exit(0 if report["identical"] else 1)
+
+
+@app.command()
 def cancel(ctx: typer.Context, job_id: str) -> None:
     """Cancel a queued or running job."""
     job = _api(ctx.obj.client().cancel, job_id)

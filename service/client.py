@@ -87,6 +87,12 @@ class Client:
                                                            json={"inputs": inputs}))
         return result
 
+    def verify(self, spec: dict[str, Any], workers: int, steps: int) -> dict[str, Any]:
+        response = self.http.post("/verify", json={"spec": spec, "workers": workers,
+                                                   "steps": steps}, timeout=900)
+        result: dict[str, Any] = self._json(response)
+        return result
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._json(self.http.post(f"/jobs/{job_id}/cancel"))
         return result

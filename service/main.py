@@ -17,7 +17,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import runner
-from service.api import dashboard, datasets, health, jobs
+from service.api import dashboard, datasets, health, jobs, verify
 from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
 from service.metrics import Metrics
@@ -73,5 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)
+    app.include_router(verify.router)
     app.include_router(dashboard.router)
     return app

@@ -6,17 +6,20 @@ models; this module turns them into worker groups and back.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.checkpoint import TrainingState
 from common.data import load_dataset
 from common.nn import Network
 from common.records import StepRecord
-from common.schemas import JobSpec, RankPlacement, RestartInfo
+from common.schemas import JobSpec, RankPlacement, RestartInfo, VerifyReport, VerifyRequest
 from service.config import Settings
 from worker import cluster
 from worker.actor import Fault
@@ -79,6 +82,28 @@ def run_job(spec: JobSpec, settings: Settings, *,
     return train(spec, data, options, on_records=on_records, cancelled=cancelled,
                  on_started=started, on_checkpoint=on_checkpoint, on_restart=restarted,
                  pending_faults=pending_faults, resume=resume)
+
+
+def verify(request: VerifyRequest, settings: Settings) -> VerifyReport:
+    """Train the spec for a few steps with 1 and with N workers; compare the weights."""
+    results = []
+    for workers in (1, request.workers):
+        spec = request.spec.model_copy(update={
+            "workers": workers, "max_steps": request.steps, "max_restarts": 0,
+            "allreduce": "mpi" if request.spec.allreduce == "local" else request.spec.allreduce})
+        records: list[StepRecord] = []
+        result = run_job(spec, settings, on_records=records.extend)
+        results.append((result.params, [r.loss for r in records]))
+    (one, curve_one), (many, curve_many) = results
+    difference = np.abs(one.astype(np.float64) - many.astype(np.float64))
+    scale = np.maximum(np.abs(one.astype(np.float64)), np.finfo(np.float64).tiny)
+    return VerifyReport(
+        identical=one.tobytes() == many.tobytes(), steps=len(curve_one), workers=request.workers,
+        sha256_one=hashlib.sha256(one.tobytes()).hexdigest(),
+        sha256_many=hashlib.sha256(many.tobytes()).hexdigest(),
+        max_abs_difference=float(difference.max()),
+        max_rel_difference=float((difference / scale).max()),
+        curves_identical=curve_one == curve_many)
 
 
 def save_model(spec: JobSpec, params: Any, path: Path) -> None:

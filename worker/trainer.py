@@ -5,7 +5,8 @@ collectives hang; this is why ``run(k)`` is the same call on every rank):
 
 1. construction: ``broadcast`` of rank 0's initial parameters;
 2. every step: ONE ``allreduce_sum`` of the gradient buffer, whose padding
-   also carries the shard's loss and each rank's compute time;
+   also carries the shard's loss and each rank's compute time (in
+   :mod:`worker.reduction`: float, or int64 fixed point when deterministic);
 3. the last step of every epoch: one small ``allreduce_sum`` of the
    validation loss sum and correct count.
 
@@ -21,7 +22,6 @@ the same parameters, so replicas stay identical (checked by ``fingerprint``).
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from typing import Any
 
@@ -30,16 +30,15 @@ import numpy.typing as npt
 
 from common.checkpoint import TrainingState
 from common.collective import AllReduce
-from common.data import Dataset, epoch_order, shard_bounds, steps_per_epoch
+from common.data import Dataset, epoch_order, steps_per_epoch
 from common.nn import Network, make_optimizer
 from common.records import ChunkResult, StepRecord
 from common.schemas import JobSpec
+from worker.reduction import DivergedError, FixedPointReduction, SumReduction
+
+__all__ = ["DivergedError", "Trainer"]
 
 Array = npt.NDArray[Any]
-
-
-class DivergedError(RuntimeError):
-    """The loss or a gradient is NaN or inf; raised before the update is applied."""
 
 
 class Trainer:
@@ -49,21 +48,24 @@ class Trainer:
         self.spec, self.data, self.comm = spec, data, comm
         self.rank, self.world_size = comm.rank, comm.world_size
         self.master = self.rank == 0  # rank 0's parameters are the job's parameters
-        # grad padding: [loss, compute seconds of rank 0 .. rank W-1]
         self.net = Network.from_spec(spec.model, seed=spec.seed, dtype=spec.dtype, loss=spec.loss,
-                                     grad_padding=1 + self.world_size)
+                                     grad_padding=SumReduction.padding(self.world_size))
+        self.reduction: SumReduction | FixedPointReduction = (
+            FixedPointReduction(self.net, comm, spec.micro_shards) if spec.deterministic
+            else SumReduction(self.net, comm))
         self.optimizer = make_optimizer(spec.optimizer, self.net.num_parameters, self.net.dtype)
         self.n_train = data.x_train.shape[0]
         self.steps_per_epoch = steps_per_epoch(self.n_train, spec.batch_size)
         self.total_steps = self.steps_per_epoch * spec.epochs
+        if spec.max_steps:
+            self.total_steps = min(self.total_steps, spec.max_steps)
         self.step = 0
-        shard_capacity = -(-spec.batch_size // self.world_size)
-        self.net.reserve(shard_capacity)
-        self._x = np.empty((shard_capacity, data.features), dtype=self.net.dtype)
-        self._y = np.empty((shard_capacity, *data.y_train.shape[1:]), dtype=data.y_train.dtype)
+        capacity = self.reduction.capacity(spec.batch_size)
+        self.net.reserve(capacity)
+        self._x = np.empty((capacity, data.features), dtype=self.net.dtype)
+        self._y = np.empty((capacity, *data.y_train.shape[1:]), dtype=data.y_train.dtype)
         self._order: npt.NDArray[np.int64] = np.arange(0)
         self._order_epoch = -1
-        self._validation = np.zeros(2, dtype=np.float64)
         comm.broadcast(self.net.params, root=0)
 
     @property
@@ -103,49 +105,30 @@ class Trainer:
             self._order, self._order_epoch = epoch_order(self.n_train, self.spec.seed, epoch), epoch
         start = batch * self.spec.batch_size
         global_batch = min(self.spec.batch_size, self.n_train - start)
-        lo, hi = shard_bounds(global_batch, self.world_size, self.rank)
-        P, buf = self.net.num_parameters, self.net.grad_buffer
+        lo, hi = self.reduction.rows(global_batch)
 
         t0 = time.perf_counter()
-        if hi > lo:
-            rows = self._order[start + lo:start + hi]
-            x, y = self._x[:hi - lo], self._y[:hi - lo]
-            np.take(self.data.x_train, rows, axis=0, out=x)
-            np.take(self.data.y_train, rows, axis=0, out=y)
-            loss = self.net.compute_gradients(x, y, denominator=global_batch)
-        else:  # a global batch smaller than the world: this rank adds nothing
-            self.net.grads[...] = 0
-            loss = 0.0
-        t1 = time.perf_counter()
-        buf[P] = loss
-        buf[P + 1:] = 0
-        buf[P + 1 + self.rank] = t1 - t0
-        self.comm.allreduce_sum(buf)
+        rows = self._order[start + lo:start + hi]
+        x, y = self._x[:hi - lo], self._y[:hi - lo]
+        np.take(self.data.x_train, rows, axis=0, out=x)
+        np.take(self.data.y_train, rows, axis=0, out=y)
+        gather = time.perf_counter() - t0
+        reduced = self.reduction.step(x, y, global_batch, self.step + 1)
         t2 = time.perf_counter()
-        global_loss = float(buf[P])
-        # One pass over the gradients: a NaN or inf anywhere makes the sum non-finite.
-        if not (math.isfinite(global_loss) and math.isfinite(float(self.net.grads.sum()))):
-            raise DivergedError(f"diverged at step {self.step + 1} (loss={global_loss})")
         self.optimizer.step(self.net.params, self.net.grads)
-        t3 = time.perf_counter()
+        update = time.perf_counter() - t2
 
-        slowest = float(buf[P + 1:].max())
-        wait = max(0.0, slowest - (t1 - t0))
         self.step += 1
         val_loss = val_accuracy = None
         if batch == self.steps_per_epoch - 1:
             val_loss, val_accuracy = self._validate()
-        return StepRecord(self.step, epoch, global_loss, t1 - t0, max(0.0, t2 - t1 - wait), wait,
-                          t3 - t2, val_loss, val_accuracy)
+        return StepRecord(self.step, epoch, reduced.loss, gather + reduced.compute,
+                          reduced.allreduce, reduced.wait, update, val_loss, val_accuracy)
 
     def _validate(self) -> tuple[float | None, float | None]:
         """Exact validation loss and accuracy: each rank evaluates its part, then sum."""
         n_val = self.data.x_val.shape[0]
         if n_val == 0:
             return None, None
-        lo, hi = shard_bounds(n_val, self.world_size, self.rank)
-        loss_sum, correct = self.net.evaluate(self.data.x_val[lo:hi], self.data.y_val[lo:hi])
-        self._validation[:] = (loss_sum, correct)
-        self.comm.allreduce_sum(self._validation)
-        accuracy = float(self._validation[1] / n_val) if self.net.classifies else None
-        return float(self._validation[0] / n_val), accuracy
+        loss_sum, correct = self.reduction.validate(self.data.x_val, self.data.y_val)
+        return loss_sum / n_val, (correct / n_val if self.net.classifies else None)

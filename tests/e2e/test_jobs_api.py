@@ -275,3 +275,29 @@ def test_a_dataset_too_big_for_memory_is_refused_before_it_is_built(server: Serv
     over_bound = httpx.post(f"{server.url}/jobs", json=spec)
     assert over_bound.status_code == 422
     assert "20000 x 20000 is over the limit of 200000000 values" in over_bound.text
+
+
+def test_verify_reports_bitwise_identity_over_http_and_the_cli(server: Server,
+                                                               tmp_path: Path) -> None:
+    spec = {**SMALL, "deterministic": True, "micro_shards": 4}
+    report = httpx.post(f"{server.url}/verify", json={"spec": spec, "workers": 2, "steps": 25},
+                        timeout=300).json()
+    assert report["identical"] and report["curves_identical"] and report["steps"] == 25
+    assert report["sha256_one"] == report["sha256_many"] and report["max_abs_difference"] == 0
+
+    normal = httpx.post(f"{server.url}/verify", json={"spec": SMALL, "workers": 2, "steps": 25},
+                        timeout=300).json()
+    assert normal["identical"] == (normal["max_abs_difference"] == 0)
+    assert normal["max_rel_difference"] < 1e-3  # close, whether or not the same bits
+
+    refused = httpx.post(f"{server.url}/verify", json={"spec": spec, "workers": 3, "steps": 5})
+    assert refused.status_code == 422 and "the cluster has 2 CPUs" in refused.text
+
+    spec_file = tmp_path / "job.json"
+    spec_file.write_text(json.dumps(spec))
+    cli = subprocess.run([SYNCSGD, "--url", server.url, "verify", str(spec_file), "--workers",
+                          "2", "--steps", "10"], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "identical: 1 and 2 workers give the same weights bit for bit after 10 steps" in (
+        cli.stdout)

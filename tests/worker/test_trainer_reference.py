@@ -50,13 +50,31 @@ def test_chunks_resume_where_they_stopped() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
-def test_divergence_stops_before_the_update() -> None:
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_divergence_stops_before_the_update(deterministic: bool) -> None:
     spec = SPEC.model_copy(update={"optimizer": SPEC.optimizer.model_copy(update={"lr": 10.0}),
-                                   "loss": "cross_entropy"})
+                                   "deterministic": deterministic})
     data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
     trainer = Trainer(spec, data, LocalAllReduce())
     trainer.net.params[0] = np.inf  # poison one weight: the next loss is not finite
     before = trainer.net.params.copy()
     with pytest.raises(DivergedError, match=r"diverged at step 1 \(loss=nan\)"):
+        trainer.run(1)
+    np.testing.assert_array_equal(trainer.net.params, before)
+
+
+def test_deterministic_mode_refuses_gradients_that_would_overflow_its_integers() -> None:
+    """Finite but huge gradients (targets ~1e9) would wrap int64 fixed point silently."""
+    from common.data import Dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3))
+    data = Dataset("huge", x, rng.standard_normal((40, 1)) * 1e9, x[:4], np.zeros((4, 1)), None)
+    spec = JobSpec.model_validate({"model": {"input_dim": 3, "layers": [
+        {"units": 1, "activation": "identity"}]}, "loss": "mse", "batch_size": 20,
+        "dtype": "float64", "allreduce": "local", "deterministic": True, "micro_shards": 2})
+    trainer = Trainer(spec, data, LocalAllReduce())
+    before = trainer.net.params.copy()
+    with pytest.raises(DivergedError, match=r"diverged at step 1 \(loss=.*below 2\*\*22"):
         trainer.run(1)
     np.testing.assert_array_equal(trainer.net.params, before)
