@@ -274,17 +274,3 @@ class VerifyReport(BaseModel):
     max_abs_difference: float
     max_rel_difference: float
     curves_identical: bool
-
-
-class CurvePoint(BaseModel):
-    """One step of the loss curve (the API form of ``common.records.StepRecord``)."""
-
-    step: int
-    epoch: int
-    loss: float
-    compute: float
-    allreduce: float
-    wait: float
-    update: float
-    val_loss: float | None = None
-    val_accuracy: float | None = None

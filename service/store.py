@@ -20,7 +20,6 @@ from typing import Any
 
 from common.records import StepRecord
 from common.schemas import (
-    CurvePoint,
     DatasetPublic,
     JobPublic,
     JobSpec,
@@ -221,14 +220,14 @@ class SqliteJobStore:
                 db.execute("UPDATE jobs SET val_loss = ?, val_accuracy = ? WHERE id = ?",
                            (validated[-1][7], validated[-1][8], job_id))
 
-    def curve(self, job_id: str, since: int = 0, limit: int | None = None) -> list[CurvePoint]:
+    def curve(self, job_id: str, since: int = 0, limit: int | None = None) -> list[StepRecord]:
         """Points with ``step > since``, in step order."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {', '.join(map(_quote, POINT_FIELDS))} FROM points "
                 "WHERE job_id = ? AND step > ? ORDER BY step LIMIT ?",
                 (job_id, since, -1 if limit is None else limit)).fetchall()
-        return [CurvePoint(**dict(r)) for r in rows]
+        return [StepRecord(**dict(r)) for r in rows]
 
 
 def _quote(name: str) -> str:

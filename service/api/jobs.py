@@ -16,7 +16,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.data import DataMismatchError
-from common.schemas import CurvePoint, JobPublic, JobSpec, JobState
+from common.records import StepRecord
+from common.schemas import JobPublic, JobSpec, JobState
 from service.api.deps import (
     ModelsDep,
     SchedulerDep,
@@ -47,7 +48,7 @@ class JobList(BaseModel):
 
 class Curve(BaseModel):
     job_id: str
-    points: list[CurvePoint]
+    points: list[StepRecord]  # the stored step records, one per step
 
 
 def get_job(job_id: str, store: StoreDep) -> JobPublic:
@@ -144,7 +145,7 @@ async def job_events(
         while points := await run_in_threadpool(store.curve, job.id, cursor, EVENT_BATCH):
             cursor = points[-1].step
             yield ServerSentEvent(event="points", id=str(cursor),
-                                  data=[p.model_dump() for p in points])
+                                  data=[p.to_dict() for p in points])
             quiet_since = asyncio.get_running_loop().time()
         for restart in current.restart_log[restarts_sent:]:
             yield ServerSentEvent(event="restart", id=str(cursor),

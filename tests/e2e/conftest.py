@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 
 from service.client import Client
+from tests.processes import process_exists, processes_with_env
+
+__all__ = ["process_exists", "processes_with_env"]
 
 SYNCSGD = str(Path(sys.executable).with_name("syncsgd"))
 
@@ -126,28 +129,3 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval: float = 0.1)
         time.sleep(interval)
 
 
-def processes_with_env(prefix: str) -> list[int]:
-    """Live processes with an environment entry starting with ``prefix``. Descendants
-    inherit the environment, and Ray's agents rename themselves, so this finds what
-    command lines do not."""
-    marker = prefix.encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and any(entry.startswith(marker) for entry in environ):
-            pids.append(int(proc.name))
-    return pids
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -5,7 +5,6 @@ N workers must reproduce its weights and its loss curve.
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from common.data import load_dataset
 from common.nn import Network
 from common.records import StepRecord
 from common.schemas import JobSpec
+from tests.processes import process_exists
 from worker.actor import Fault
 from worker.driver import TrainingResult, train
 from worker.errors import (
@@ -72,12 +72,6 @@ def alive_actor_pids() -> set[int]:
     return {a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)}
 
 
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def assert_group_gone(group: WorkerGroup, within_s: float = 10) -> None:
