@@ -1,7 +1,9 @@
 """Connecting to Ray: the embedded local instance, or a cluster by address.
 
-Never ``ray stop`` and never ``address="auto"``: the first kills every Ray
-process on the machine, the second may attach to somebody else's cluster.
+The embedded instance is started with ``address="local"`` and stopped with
+``ray.shutdown()``; a cluster is joined only at the address given. (Ray's CLI
+stop command would end every Ray process on the machine, and letting Ray find
+a cluster by itself may attach to somebody else's.)
 ``RAY_AUTH_MODE`` is always set explicitly (Ray 2.60 turns token auth on by
 itself as soon as ``~/.ray/auth_token`` exists).
 """

@@ -108,9 +108,10 @@ def test_every_bad_upload_gets_its_4xx_and_nothing_stored_changes(server: Server
         response = upload(server, body, format=fmt)
         assert response.status_code == 422, (message, response.text)
         assert message in response.json()["detail"], (message, response.text)
-    # A pickled array, the classic: np.save of an object array, sent as .npz bytes.
+    # The classic attack: an object array, which the .npy format stores as a pickle
+    # (write_array pickles it by default). The service must refuse it, never load it.
     pickled = io.BytesIO()
-    np.save(pickled, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    np.lib.format.write_array(pickled, np.array([{"evil": 1}], dtype=object))
     assert upload(server, pickled.getvalue(), format="npz").status_code == 422
     too_big = upload(server, b"1,2,0\n" * 40_000, format="csv")
     assert too_big.status_code == 413 and "SYNCSGD_MAX_UPLOAD_BYTES" in too_big.text
