@@ -41,7 +41,7 @@ test: lint sysdeps
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,73 @@
+"""``make bench``: every benchmark in one run, side by side with its reference.
+
+Writes ``bench/out/report.json`` (a list of ``{"name", "project", "reference",
+"unit", "ratio", "goal"}`` plus the machine) and prints a table. ``ratio`` is
+always "how many times better the project is": reference / project for times,
+project / reference for rates, so ``ratio >= goal`` means the goal is met.
+
+    python -m bench.report
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.machine import machine_info
+
+OUT = Path(__file__).resolve().parent / "out" / "report.json"
+ENGINE_GOALS = {"784-1024-1024-10": 1 / 0.9, "64-128-10": 2.0}  # step <= 0.9x, <= 0.5x torch
+
+
+def run_json(*module_args: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", *module_args], capture_output=True,
+                          text=True, timeout=3600, check=True)
+    text = done.stdout
+    result: dict[str, Any] = json.loads(text[text.index("{"):])
+    return result
+
+
+def engine_rows() -> list[dict[str, Any]]:
+    rows = []
+    for result in run_json("bench.engine")["results"]:
+        sizes = result["net"].replace("-", ",")
+        torch_ms = run_json("bench.torch_step", sizes, str(result["batch"]), "--threads",
+                            str(result["threads"]))["step_ms"]
+        label = f"engine step {result['net']} batch {result['batch']}, {result['threads']} thr"
+        rows.append({"name": label, "project": result["step_ms"], "reference": torch_ms,
+                     "unit": "ms", "ratio": torch_ms / result["step_ms"],
+                     "goal": ENGINE_GOALS[result["net"]], "reference_is": "PyTorch CPU"})
+        rows.append({"name": f"{label}: share of numpy's matmul rate",
+                     "project": result["step_gflops"], "reference": result["matmul_gflops"],
+                     "unit": "GFLOP/s", "ratio": result["share_of_matmul_rate"], "goal": 0.8,
+                     "reference_is": "numpy matmul on the same GEMMs"})
+    return rows
+
+
+def main() -> None:
+    rows = engine_rows()
+    rows += run_json("bench.allreduce")["results"]
+    rows += run_json("bench.scaling")["results"]
+    deterministic = run_json("bench.deterministic")["results"]
+    for row in deterministic:
+        row["ratio"] = 1 / row["ratio"]  # as fast as normal mode, as a fraction
+        row["goal"] = 1 / 1.10
+    rows += deterministic
+    report = {"machine": machine_info(), "results": rows}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2))
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'benchmark':<{width}}  {'project':>10}  {'reference':>10}  unit      ratio  goal")
+    for r in rows:
+        goal = "" if r.get("goal") is None else f"{r['goal']:.2f}"
+        met = "" if not goal else ("  ok" if r["ratio"] >= r["goal"] else "  MISSED")
+        print(f"{r['name']:<{width}}  {r['project']:>10.4g}  {r['reference']:>10.4g}  "
+              f"{r['unit']:<8} {r['ratio']:>6.2f}  {goal}{met}")
+    print(f"\nwrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
