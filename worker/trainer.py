@@ -47,7 +47,6 @@ class Trainer:
     def __init__(self, spec: JobSpec, data: Dataset, comm: AllReduce):
         self.spec, self.data, self.comm = spec, data, comm
         self.rank, self.world_size = comm.rank, comm.world_size
-        self.master = self.rank == 0  # rank 0's parameters are the job's parameters
         self.net = Network.from_spec(spec.model, seed=spec.seed, dtype=spec.dtype, loss=spec.loss,
                                      grad_padding=SumReduction.padding(self.world_size))
         self.reduction: SumReduction | FixedPointReduction = (
