@@ -65,7 +65,12 @@ def _from_csv(body: bytes) -> tuple[Array, Array]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UploadError(f"file: not UTF-8 text (byte {exc.start})") from None
-    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    # newline="": the csv module reads \r and \r\n itself; strict: a stray quote is an error
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        rows = [row for row in reader if row]
+    except csv.Error as exc:  # a stray quote or carriage return, an over-long field
+        raise UploadError(f"file: line {reader.line_num}: not valid CSV ({exc})") from None
     if rows and not _numeric(rows[0]):
         rows = rows[1:]  # a header
     if not rows:

@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # thread that started them (PR_SET_PDEATHSIG), and the server retires idle
         # worker threads, which killed the embedded Ray ~10 s into a quiet spell.
         runner.connect(settings)
-        scheduler = Scheduler(store, settings, runner.cluster_cpus()[0],
+        scheduler = Scheduler(store, settings, lambda: runner.cluster_cpus()[0],
                               observe_records=metrics.observe_records)
         scheduler.start()
         app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler

@@ -86,8 +86,11 @@ class StoreWriter:
 
 
 class Scheduler:
-    def __init__(self, store: SqliteJobStore, settings: Settings, cluster_cpus: float,
+    def __init__(self, store: SqliteJobStore, settings: Settings,
+                 cluster_cpus: Callable[[], float],
                  observe_records: Callable[[list[StepRecord]], None] = lambda records: None):
+        # Read live, not once: on a cluster, worker nodes join (and leave) after the
+        # service started.
         self.store, self.settings, self.cluster_cpus = store, settings, cluster_cpus
         self._observe_records = observe_records
         self._lock = threading.Condition()
@@ -143,9 +146,9 @@ class Scheduler:
             raise SubmissionError("workers", f"{spec.workers} is over the limit of "
                                   f"{s.max_workers_per_job} (SYNCSGD_MAX_WORKERS_PER_JOB)")
         need = spec.workers * spec.cpus_per_worker
-        if need > self.cluster_cpus:
+        if need > (total := self.cluster_cpus()):
             raise SubmissionError("workers", f"{spec.workers} x {spec.cpus_per_worker} CPU "
-                                  f"asked, the cluster has {self.cluster_cpus:g} CPUs")
+                                  f"asked, the cluster has {total:g} CPUs")
         if spec.model.num_parameters > s.max_parameters:
             raise SubmissionError("model", f"{spec.model.num_parameters} parameters is over the "
                                   f"limit of {s.max_parameters} (SYNCSGD_MAX_PARAMETERS)")
@@ -206,14 +209,21 @@ class Scheduler:
                 self._start_what_fits()
                 self._lock.wait(timeout=1.0)
 
+    def free_cpus(self) -> float:
+        """The cluster's CPUs that no running job of this service holds."""
+        with self._lock:
+            return self.cluster_cpus() - sum(r.cpus for r in self._running.values())
+
     def _start_what_fits(self) -> None:
-        for job_id in self.store.ids_in_state(JobState.queued):
+        queued = self.store.ids_in_state(JobState.queued)
+        total = self.cluster_cpus() if queued else 0.0
+        for job_id in queued:
             if len(self._running) >= self.settings.max_concurrent_jobs:
                 return
             spec = self.store.get(job_id).spec
             cpus = float(spec.workers * spec.cpus_per_worker)
             used = sum(r.cpus for r in self._running.values())
-            if used + cpus > self.cluster_cpus:
+            if used + cpus > total:
                 return  # strictly in order: the head waits, and so does everyone behind it
             running = _Running(cpus)
             running.thread = threading.Thread(target=self._run, args=(job_id, spec, running),

@@ -120,6 +120,13 @@ def test_cancel_stops_a_running_job_and_frees_its_workers(server: Server) -> Non
                        "the job to make progress")
     pids = {r["pid"] for r in running["ranks"]}
     assert len(pids) == 2 and all(map(process_exists, pids))
+    # Its 2 CPUs are all the cluster has: a verification cannot run now, and says so at
+    # once instead of holding the request until the job ends.
+    busy = httpx.post(f"{server.url}/verify", json={"spec": SMALL, "workers": 2, "steps": 5},
+                      timeout=10)
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["detail"] == ("workers: 2 x 1 CPU needed, 0 free now (running jobs "
+                                     "hold the rest); retry later")
 
     began = time.monotonic()
     assert httpx.post(f"{server.url}/jobs/{job['id']}/cancel").status_code == 200
