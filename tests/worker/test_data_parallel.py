@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.collective import LocalAllReduce
 from common.data import load_dataset
 from common.nn import Network
 from common.records import StepRecord
 from common.schemas import JobSpec
 from tests.processes import process_exists
+from tests.reference import single_process_run as reference
 from worker.actor import Fault
 from worker.driver import TrainingResult, train
 from worker.errors import (
@@ -30,7 +30,6 @@ from worker.errors import (
     ReplicaMismatchError,
 )
 from worker.group import GroupOptions, WorkerGroup
-from worker.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -46,15 +45,6 @@ EQUIVALENCE = {
 
 def job(**overrides: Any) -> JobSpec:
     return JobSpec.model_validate({**EQUIVALENCE, **overrides})
-
-
-def reference(spec: JobSpec) -> tuple[np.ndarray, list[StepRecord]]:
-    """The single-process run: same trainer code, world size 1, no Ray, no MPI."""
-    single = spec.model_copy(update={"workers": 1, "allreduce": "local"})
-    trainer = Trainer(single, load_dataset(single.data, seed=single.seed, dtype=single.dtype),
-                      LocalAllReduce())
-    records = trainer.run(trainer.total_steps).records
-    return trainer.net.params.copy(), records
 
 
 def run_job(spec: JobSpec, options: GroupOptions | None = None,

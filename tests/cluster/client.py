@@ -1,0 +1,67 @@
+"""The test's HTTP client, run INSIDE the client namespace (``python -m tests.cluster.client``):
+the root namespace never sends to the test subnet. Prints one JSON object.
+
+    start URL SPEC_JSON          submit; wait until a step has run; print the job
+    run URL SPEC_JSON OUT_DIR    submit; follow the SSE stream to the end; print the job,
+                                 the curve (GET /curve) and the events' steps; save the
+                                 model (GET /model) to OUT_DIR/model.npz
+    wait URL JOB_ID              wait for the job to end; print it
+    health URL                   GET /healthz
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from service.client import Client
+
+
+def start(client: Client, spec: dict[str, Any]) -> dict[str, Any]:
+    job = client.submit(spec)
+    deadline = time.monotonic() + 120
+    while (job := client.job(job["id"]))["step"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return job
+
+
+def run(client: Client, spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    job = client.submit(spec)
+    streamed = [point["step"] for event, data in client.events(job["id"])
+                if event == "points" for point in data]
+    model = client.http.get(f"/jobs/{job['id']}/model")
+    model.raise_for_status()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.npz").write_bytes(model.content)
+    return {"job": client.job(job["id"]), "curve": client.curve(job["id"]),
+            "streamed_steps": streamed}
+
+
+def wait(client: Client, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 180
+    while (job := client.job(job_id))["state"] not in ("succeeded", "failed", "cancelled"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return job
+
+
+def main(command: str, url: str, *args: str) -> None:
+    client = Client(url, timeout=60)
+    client.wait_until_up(60)
+    if command == "health":
+        result = client.health()
+    elif command == "start":
+        result = start(client, json.loads(args[0]))
+    elif command == "run":
+        result = run(client, json.loads(args[0]), Path(args[1]))
+    else:
+        result = wait(client, args[0])
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

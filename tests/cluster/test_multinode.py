@@ -1,0 +1,234 @@
+"""A real multi-node Ray cluster on one machine: the docker-compose topology in network
+namespaces (no Docker engine here; DESIGN.md "Multi-node on one machine").
+
+Nodes: ``head`` (Ray head with 0 CPUs, and the API), ``worker1`` and ``worker2`` (Ray
+workers with 2 CPUs each), ``client`` (where every HTTP request and ``mpiexec`` start).
+Each runs its docker-compose.yml service's command with that service's environment; Ray
+token auth is on, as in compose. The root namespace holds a blackhole route for the test
+subnet, and teardown is by pid, asserted complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from common.nn import Network
+from common.schemas import JobSpec
+from tests.cluster import compose
+from tests.cluster.netns import Topology, topology
+from tests.reference import single_process_run
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
+                       reason="network namespaces need root and iproute2"),
+]
+
+ROOT = compose.ROOT
+BIN = Path(sys.executable).parent
+API_PORT = 8000
+WORKER_CPUS = 2
+# 64-512-10 in float64: 38,410 parameters, 307 KB of gradient a step, so the all-reduce
+# dwarfs Ray's own traffic on the wire (the dataset, ~1 MB, and small control messages).
+SPEC = {"model": {"input_dim": 64, "layers": [{"units": 512, "activation": "relu"},
+                                              {"units": 10, "activation": "softmax"}]},
+        "optimizer": {"lr": 0.05, "momentum": 0.9}, "batch_size": 67, "epochs": 2,
+        "dtype": "float64", "seed": 5, "workers": 2, "placement": "spread"}
+
+
+@dataclass
+class Cluster:
+    net: Topology
+    env: dict[str, str]  # a client's environment (no Ray, no service settings)
+    tmp: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.net.nodes['head'].address}:{API_PORT}"
+
+    def client(self, *args: str, timeout: float = 240) -> Any:
+        """``python -m tests.cluster.client ARGS`` in the client namespace; its JSON."""
+        done = self.net.run("client", [sys.executable, "-m", "tests.cluster.client", *args],
+                            {**self.env, "PYTHONPATH": str(ROOT)}, timeout=timeout)
+        assert done.returncode == 0, done.stdout + done.stderr + self.logs()
+        return json.loads(done.stdout.splitlines()[-1])
+
+    def logs(self) -> str:
+        return "".join(f"\n--- {log.name}\n{log.read_text()[-3000:]}"
+                       for log in sorted(self.tmp.glob("*.log")))
+
+
+def plain_environment() -> dict[str, str]:
+    """This process's environment without Ray's or the service's variables, the venv first
+    on PATH (the scripts call ``ray`` and ``syncsgd`` as an image would)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SYNCSGD_"))}
+    return {**env, "PATH": f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+            "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def wait_healthy(net: Topology, role: str, service: str, env: dict[str, str],
+                 timeout_s: float = 90) -> None:
+    """Run the compose service's healthcheck inside the node until it passes."""
+    deadline = time.monotonic() + timeout_s
+    while net.run(role, compose.healthcheck(service), env, timeout=30).returncode != 0:
+        assert time.monotonic() < deadline, f"{service} on {role} never became healthy"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    tmp = Path(tempfile.mkdtemp(prefix="sgdnet-", dir="/tmp"))  # short: Ray's socket paths
+    base = plain_environment()
+    ray_auth = {"RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    small_node = {"RAY_OBJECT_STORE_MEMORY": "100000000", "RAY_MEMORY": "2000000000"}
+    try:
+        yield from _cluster(tmp, base, ray_auth, small_node)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
+             small_node: dict[str, str]) -> Iterator[Cluster]:
+    with topology(["head", "worker1", "worker2", "client"]) as net:
+        head = net.nodes["head"].address
+        node_env = {"head": compose.environment("ray-head", {
+            **ray_auth, **small_node, "NODE_IP": head, "RAY_TEMP_DIR": str(tmp / "ray-head")})}
+        net.spawn("head", compose.command("ray-head"), {**base, **node_env["head"]},
+                  tmp / "ray-head.log", cwd=ROOT)
+        wait_healthy(net, "head", "ray-head", {**base, **node_env["head"]})
+        for role in ("worker1", "worker2"):
+            node_env[role] = compose.environment("ray-worker", {
+                **ray_auth, **small_node, "NODE_IP": net.nodes[role].address,
+                "RAY_HEAD": f"{head}:6379", "RAY_NUM_CPUS": str(WORKER_CPUS),
+                "RAY_TEMP_DIR": str(tmp / f"ray-{role}")})
+            net.spawn(role, compose.command("ray-worker"), {**base, **node_env[role]},
+                      tmp / f"ray-{role}.log", cwd=ROOT)
+        for role in ("worker1", "worker2"):
+            wait_healthy(net, role, "ray-worker", {**base, **node_env[role]})
+        api_env = {**base, **compose.environment("api", {
+            **ray_auth, "SYNCSGD_RAY_ADDRESS": f"{head}:6379",
+            "SYNCSGD_DATA_DIR": str(tmp / "data"), "SYNCSGD_PORT": str(API_PORT)})}
+        net.spawn("head", compose.command("api"), api_env, tmp / "api.log",
+                  cwd=ROOT)
+        wait_healthy(net, "head", "api", api_env)
+        cluster = Cluster(net, base, tmp)
+        # Both worker nodes registered: the cluster's CPUs are theirs (the head has none).
+        deadline = time.monotonic() + 60
+        while cluster.client("health", cluster.url)["cluster_cpus"] != 2 * WORKER_CPUS:
+            assert time.monotonic() < deadline, cluster.logs()
+            time.sleep(1)
+        yield cluster
+    assert net.leftovers() == [], net.leftovers()
+    assert not [p for p in net.processes if p.poll() is None]
+
+
+def expected(spec: dict[str, Any]) -> tuple[np.ndarray, list[float]]:
+    params, records = single_process_run(JobSpec.model_validate(spec))
+    return params, [r.loss for r in records]
+
+
+@pytest.mark.parametrize("allreduce", ["mpi", "ray"])
+def test_a_spread_job_trains_across_nodes_and_equals_one_process(cluster: Cluster,
+                                                                  allreduce: str) -> None:
+    spec = {**SPEC, "allreduce": allreduce}
+    workers = ("worker1", "worker2")
+    before = {role: cluster.net.interface_bytes(role) for role in workers}
+    out = cluster.tmp / f"out-{allreduce}"
+    result = cluster.client("run", cluster.url, json.dumps(spec), str(out))
+    after = {role: cluster.net.interface_bytes(role) for role in workers}
+
+    job = result["job"]
+    assert job["state"] == "succeeded", (job["error"], cluster.logs())
+    # placement "spread": one rank on each worker node, as the ranks themselves report
+    assert sorted(r["node"] for r in job["ranks"]) == sorted(
+        cluster.net.nodes[role].address for role in workers)
+
+    # The gradients crossed the wire: each rank sends at least its whole gradient buffer
+    # per step (2 ranks: MPI's and gloo's all-reduce both send n bytes each), counted by
+    # the kernel on each node's eth0; shared memory between the namespaces would leave
+    # only Ray's few hundred KB there.
+    params, losses = expected(spec)
+    steps = len(losses)
+    gradient_bytes = params.nbytes
+    for role in workers:
+        sent = after[role][1] - before[role][1]
+        received = after[role][0] - before[role][0]
+        assert min(sent, received) >= steps * gradient_bytes, (role, sent, received)
+
+    # the same weights and losses as one process, and the curve served over HTTP
+    np.testing.assert_allclose(Network.load(out / "model.npz").params, params,
+                               rtol=1e-10, atol=1e-14)
+    assert [p["step"] for p in result["curve"]] == list(range(1, steps + 1))
+    np.testing.assert_allclose([p["loss"] for p in result["curve"]], losses, rtol=1e-10)
+    assert result["streamed_steps"] == list(range(1, steps + 1))  # live, over SSE
+
+
+def test_mpiexec_across_two_namespaces_gives_the_same_weights(cluster: Cluster) -> None:
+    """The MPI-native path: ``mpiexec`` in the client namespace, its proxies and ranks
+    started in the worker namespaces by a launcher that stands in for ssh."""
+    spec = JobSpec.model_validate({**SPEC, "allreduce": "mpi", "epochs": 1})
+    params, records = single_process_run(spec)
+    spec_file = cluster.tmp / "mpiexec-job.json"
+    spec_file.write_text(spec.model_dump_json())
+    out = cluster.tmp / "mpiexec-out"
+    hosts = {cluster.net.nodes[r].address: cluster.net.nodes[r].netns
+             for r in ("worker1", "worker2")}
+    env = {**cluster.env, "NETNS_HOSTS": " ".join(f"{a}={n}" for a, n in hosts.items())}
+    before = cluster.net.interface_bytes("worker2")
+    done = cluster.net.run("client", [
+        str(BIN / "mpiexec"), "-launcher", "ssh",
+        "-launcher-exec", str(ROOT / "tests" / "cluster" / "netns_launcher.sh"),
+        "-iface", "eth0", "-hosts", ",".join(hosts), "-n", "2", "-ppn", "1",
+        "-genv", "UCX_TLS", "tcp,self", "-wdir", str(ROOT),
+        sys.executable, "-m", "worker.mpi_main", str(spec_file), "--out", str(out)],
+        env, timeout=180)
+    sent = cluster.net.interface_bytes("worker2")[1] - before[1]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["world_size"] == 2
+    assert sent >= len(records) * params.nbytes, sent  # rank 1's gradients left its node
+    lines = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([line["loss"] for line in lines], [r.loss for r in records],
+                               rtol=1e-10)
+    np.testing.assert_allclose(Network.load(out / "model.npz").params, params,
+                               rtol=1e-10, atol=1e-14)
+
+
+def test_the_cluster_refuses_a_driver_without_the_token(cluster: Cluster) -> None:
+    """Ray's token auth is on: a client that joins with a wrong token is turned away."""
+    head = cluster.net.nodes["head"].address
+    joined = cluster.net.run("client", [
+        sys.executable, "-c", f"import ray; ray.init(address='{head}:6379'); print('joined')"],
+        {**cluster.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}, timeout=120)
+    assert joined.returncode != 0 and "joined" not in joined.stdout
+    assert "InvalidAuthToken" in joined.stderr, joined.stderr[-3000:]
+
+
+def test_a_lost_worker_node_fails_the_job_fast_naming_node_and_rank(cluster: Cluster) -> None:
+    """Runs last: worker2 does not come back."""
+    spec = {**SPEC, "allreduce": "mpi", "epochs": 500, "max_restarts": 0}
+    job = cluster.client("start", cluster.url, json.dumps(spec))
+    assert job["state"] == "running" and job["step"] > 0, job
+    lost = cluster.net.nodes["worker2"].address
+    [rank] = [r["rank"] for r in job["ranks"] if r["node"] == lost]
+
+    killed_at = time.monotonic()
+    assert cluster.net.kill_node("worker2")  # the Ray worker node and the rank on it
+    ended = cluster.client("wait", cluster.url, job["id"])
+    took = time.monotonic() - killed_at
+    assert ended["state"] == "failed", ended
+    assert f"rank {rank}" in ended["error"] and lost in ended["error"], ended["error"]
+    assert ended["step"] < ended["total_steps"]
+    print(f"failed {took:.1f} s after the node was killed: {ended['error']}")

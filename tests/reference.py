@@ -1,0 +1,21 @@
+"""The independent reference for N-worker results: the same spec on ONE process, world size 1,
+no Ray, no MPI (the same trainer code; only the all-reduce differs)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.collective import LocalAllReduce
+from common.data import load_dataset
+from common.records import StepRecord
+from common.schemas import JobSpec
+from worker.trainer import Trainer
+
+
+def single_process_run(spec: JobSpec) -> tuple[np.ndarray, list[StepRecord]]:
+    """``(final flat parameters, step records)`` of ``spec`` with 1 worker."""
+    single = spec.model_copy(update={"workers": 1, "allreduce": "local"})
+    trainer = Trainer(single, load_dataset(single.data, seed=single.seed, dtype=single.dtype),
+                      LocalAllReduce())
+    records = trainer.run(trainer.total_steps).records
+    return trainer.net.params.copy(), records
