@@ -27,10 +27,13 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/syncsgd demo
 
-# What the tests need from the system: Debian's Chromium for the browser test.
+# What the tests need from the system: Debian's Chromium for the browser test,
+# iproute2 (`ip netns`) for the multi-node test.
+SYSTEM_PACKAGES := $(shell command -v chromium >/dev/null || echo chromium) \
+                   $(shell command -v ip >/dev/null || echo iproute2)
 sysdeps:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	@[ -z "$(strip $(SYSTEM_PACKAGES))" ] || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); }
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -40,7 +43,11 @@ lint: $(VENV)/.installed-dev
 test: lint sysdeps
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed-dev
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev,gloo,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.report
 
 clean:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
-from typing import Any
 
 from bench.machine import machine_info
 from common.data import load_dataset
@@ -38,15 +38,26 @@ def spec_for(workers: int, cpus: int, allreduce: str, steps: int) -> JobSpec:
 
 
 def steps_per_second(spec: JobSpec) -> float:
+    return measure(spec)[0]
+
+
+def measure(spec: JobSpec) -> tuple[float, dict[str, float]]:
+    """Steps/s, and the median step's split in ms as rank 0 timed it (compute, the
+    all-reduce's transfer, waiting for the slower rank, the update; the rest of the
+    step is the driver's and Ray's share)."""
     data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
     marks: list[tuple[float, int]] = []
+    steps: list[StepRecord] = []
 
     def on_records(records: list[StepRecord]) -> None:
         marks.append((time.perf_counter(), records[-1].step))
+        steps.extend(records)
 
     train(spec, data, GroupOptions(), on_records=on_records)
     (t0, s0), (t1, s1) = marks[0], marks[-1]
-    return (s1 - s0) / (t1 - t0)
+    split = {part: statistics.median(getattr(r, part) for r in steps[s0:]) * 1e3
+             for part in ("compute", "allreduce", "wait", "update")}
+    return (s1 - s0) / (t1 - t0), split
 
 
 def main() -> None:
@@ -55,19 +66,20 @@ def main() -> None:
     args = parser.parse_args()
     cluster.connect(num_cpus=2)
     try:
-        runs: dict[str, Any] = {
-            "1 worker x 1 thread": steps_per_second(spec_for(1, 1, "local", args.steps)),
-            "2 workers x 1 thread, mpi": steps_per_second(spec_for(2, 1, "mpi", args.steps)),
-            "2 workers x 1 thread, ray": steps_per_second(spec_for(2, 1, "ray", args.steps)),
-            "1 worker x 2 threads": steps_per_second(spec_for(1, 2, "local", args.steps)),
+        runs: dict[str, tuple[float, dict[str, float]]] = {
+            "1 worker x 1 thread": measure(spec_for(1, 1, "local", args.steps)),
+            "2 workers x 1 thread, mpi": measure(spec_for(2, 1, "mpi", args.steps)),
+            "2 workers x 1 thread, ray": measure(spec_for(2, 1, "ray", args.steps)),
+            "1 worker x 2 threads": measure(spec_for(1, 2, "local", args.steps)),
         }
     finally:
         cluster.disconnect()
-    one = runs["1 worker x 1 thread"]
+    one = runs["1 worker x 1 thread"][0]
     results = [{"name": f"scaling {name}", "project": value, "reference": one,
                 "unit": "steps/s", "ratio": value / one,
-                "goal": 1.8 if name.startswith("2 workers") else None}
-               for name, value in runs.items()]
+                "goal": 1.8 if name.startswith("2 workers") else None,
+                "step_split_ms": split}
+               for name, (value, split) in runs.items()]
     print(json.dumps({"benchmark": "scaling", "machine": machine_info(), "results": results},
                      indent=2))
 

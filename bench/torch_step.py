@@ -12,6 +12,7 @@ import json
 
 import torch
 
+from bench.engine import step_gemms
 from bench.machine import median_seconds
 
 
@@ -37,7 +38,18 @@ def main() -> None:
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    print(json.dumps({"step_ms": median_seconds(step, repeat=args.repeat) * 1e3,
+    # torch's own GEMM floor on the step's shapes (the same list bench.engine times with
+    # numpy): how far a faster GEMM library alone moves the step.
+    gemms = [(torch.randn(*a), torch.randn(*b), torch.empty(a[0], b[1]))
+             for a, b in step_gemms(sizes, args.batch)]
+
+    def gemms_only() -> None:
+        for a, b, out in gemms:
+            torch.matmul(a, b, out=out)
+
+    step_s = median_seconds(step, repeat=args.repeat)
+    gemm_s = median_seconds(gemms_only, repeat=args.repeat)
+    print(json.dumps({"step_ms": step_s * 1e3, "gemm_floor_ms": gemm_s * 1e3,
                       "torch": torch.__version__, "threads": torch.get_num_threads()}))
 
 

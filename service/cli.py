@@ -8,12 +8,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +24,7 @@ from common.nn import Network, gradcheck
 from common.schemas import JobSpec, ModelSpec
 from service import logs
 from service.client import ApiError, Client
+from service.local import local_service
 
 app = typer.Typer(help="syncsgd: synchronized data-parallel SGD as a service.",
                   no_args_is_help=True, add_completion=False)
@@ -332,48 +329,18 @@ def demo(epochs: Annotated[int, typer.Option(min=1, max=1000)] = 30,
     """The main job end to end: start the service on an embedded Ray and SQLite, submit
     the digits MLP with data-parallel workers, follow it live, chart its curve, shut down.
     """
-    with tempfile.TemporaryDirectory(prefix="syncsgd-demo-") as tmp:
-        directory = data_dir or Path(tmp)
-        port = _free_port()
-        env = {**os.environ, "SYNCSGD_DATA_DIR": str(directory), "SYNCSGD_PORT": str(port),
-               "SYNCSGD_HOST": "127.0.0.1", "SYNCSGD_RAY_NUM_CPUS": str(max(2, workers)),
-               "SYNCSGD_RAY_TEMP_DIR": str(Path(tmp) / "ray")}
-        env.pop("SYNCSGD_TOKEN", None)
-        log_path = Path(tmp) / "service.log"
-        console.print(f"starting the service on 127.0.0.1:{port} (data in {directory}) ...")
-        with open(log_path, "w") as log:
-            server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT)
-        client = Client(f"http://127.0.0.1:{port}")
-        try:
-            try:
-                client.wait_until_up(timeout_s=180)
-            except Exception:
-                console.print(log_path.read_text()[-3000:])
-                raise
-            spec = {**DEMO_SPEC, "epochs": epochs, "workers": workers, "allreduce": allreduce}
-            job = _api(client.submit, spec)
-            console.print(f"submitted {job['id']}: {spec['name']}, {workers} workers, "
-                          f"all-reduce {allreduce}, {epochs} epochs")
-            code = _follow(client, job["id"])
-            points = _api(client.curve, job["id"])
-            _plot(points, png, title=f"{spec['name']} ({job['id']})")
-            console.print(f"loss curve: {png} ({len(points)} steps)")
-        finally:
-            client.close()
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    console.print("starting a service with an embedded Ray and SQLite ...")
+    with local_service("demo", cpus=max(2, workers), data_dir=data_dir) as client:
+        console.print(f"the service is up at {client.http.base_url}")
+        spec = {**DEMO_SPEC, "epochs": epochs, "workers": workers, "allreduce": allreduce}
+        job = _api(client.submit, spec)
+        console.print(f"submitted {job['id']}: {spec['name']}, {workers} workers, "
+                      f"all-reduce {allreduce}, {epochs} epochs")
+        code = _follow(client, job["id"])
+        points = _api(client.curve, job["id"])
+        _plot(points, png, title=f"{spec['name']} ({job['id']})")
+        console.print(f"loss curve: {png} ({len(points)} steps)")
     raise typer.Exit(code)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fmt(value: float | None) -> str:

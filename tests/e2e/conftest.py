@@ -4,6 +4,7 @@ data dir and its own embedded Ray. Stopped with SIGTERM, as an operator would.""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,6 +67,7 @@ class Server:
                 self.process.kill()
                 self.process.wait()
                 raise AssertionError(f"the service ignored SIGTERM; log:\n{self.tail()}") from None
+        shutil.rmtree(self.ray_temp_dir, ignore_errors=True)  # Ray's logs and sockets
         assert "Traceback" not in self.log.read_text(), self.tail()
         return self.process.returncode
 
