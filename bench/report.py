@@ -72,7 +72,8 @@ def main() -> None:
     rows += deterministic
     rows += run_mpiexec_json("bench.overlap")["results"]
     rows += run_json("bench.end_to_end")["results"]
-    report = {"machine": machine_info(), "results": rows}
+    report = {"machine": machine_info(), "results": rows,
+              "profile_step": run_json("bench.profile_step")}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2))
     width = max(len(r["name"]) for r in rows)
