@@ -167,6 +167,9 @@ def test_a_spread_job_trains_across_nodes_and_equals_one_process(cluster: Cluste
         sent = after[role][1] - before[role][1]
         received = after[role][0] - before[role][0]
         assert min(sent, received) >= steps * gradient_bytes, (role, sent, received)
+        print(f"{allreduce} {role}: sent {sent / 1e6:.1f} MB, received {received / 1e6:.1f} "
+              f"MB; {steps} steps x {gradient_bytes / 1e6:.2f} MB = "
+              f"{steps * gradient_bytes / 1e6:.1f} MB")
 
     # the same weights and losses as one process, and the curve served over HTTP
     np.testing.assert_allclose(Network.load(out / "model.npz").params, params,
