@@ -13,6 +13,8 @@ COPY deploy deploy
 # EXTRAS=gloo adds torch for the "ray" all-reduce backend (a large download);
 # the default image has the "mpi" backend (mpi4py on the mpich wheel).
 ARG EXTRAS=""
+# The project's own pins (mpich, ray, torch) are in pyproject.toml.
+# hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
 
 ENV RAY_USAGE_STATS_ENABLED=0 \

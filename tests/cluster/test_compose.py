@@ -15,6 +15,7 @@ from tests.cluster import compose
 
 ROOT = compose.ROOT
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
+HADOLINT = str(Path(sys.executable).with_name("hadolint"))
 
 
 def check_schema(path: Path) -> subprocess.CompletedProcess[str]:
@@ -76,3 +77,16 @@ def test_the_start_scripts_are_valid_sh_and_the_image_contains_them() -> None:
         assert syntax.returncode == 0, (script.name, syntax.stderr)
     for name in copied:
         assert (ROOT / name).exists(), name
+
+
+def test_the_dockerfile_passes_hadolint(tmp_path: Path) -> None:
+    done = subprocess.run([HADOLINT, "--no-color", str(ROOT / "Dockerfile")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # ... and the linter can fail: an unpinned base image is refused.
+    unpinned = tmp_path / "Dockerfile"
+    unpinned.write_text((ROOT / "Dockerfile").read_text().replace(
+        "FROM python:3.11-slim", "FROM python:latest"))
+    refused = subprocess.run([HADOLINT, "--no-color", str(unpinned)], capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode != 0 and "DL3007" in refused.stdout
