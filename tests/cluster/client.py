@@ -7,6 +7,7 @@ the root namespace never sends to the test subnet. Prints one JSON object.
                                  model (GET /model) to OUT_DIR/model.npz
     wait URL JOB_ID              wait for the job to end; print it
     health URL                   GET /healthz
+    post URL SPEC_JSON           POST /jobs; print the status code and the body
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def main(command: str, url: str, *args: str) -> None:
     client.wait_until_up(60)
     if command == "health":
         result = client.health()
+    elif command == "post":
+        response = client.http.post("/jobs", json=json.loads(args[0]))
+        result = {"status": response.status_code, "body": response.json()}
     elif command == "start":
         result = start(client, json.loads(args[0]))
     elif command == "run":

@@ -54,6 +54,7 @@ class Cluster:
     net: Topology
     env: dict[str, str]  # a client's environment (no Ray, no service settings)
     tmp: Path
+    before_workers: Any = None  # POST /jobs while the cluster had no worker node yet
 
     @property
     def url(self) -> str:
@@ -109,6 +110,15 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
         net.spawn("head", compose.command("ray-head"), {**base, **node_env["head"]},
                   tmp / "ray-head.log", cwd=ROOT)
         wait_healthy(net, "head", "ray-head", {**base, **node_env["head"]})
+        # The API first (compose waits for the workers; a cluster need not): it must see
+        # worker nodes that join after it started.
+        api_env = {**base, **compose.environment("api", {
+            **ray_auth, "SYNCSGD_RAY_ADDRESS": f"{head}:6379",
+            "SYNCSGD_DATA_DIR": str(tmp / "data"), "SYNCSGD_PORT": str(API_PORT)})}
+        net.spawn("head", compose.command("api"), api_env, tmp / "api.log", cwd=ROOT)
+        wait_healthy(net, "head", "api", api_env)
+        cluster = Cluster(net, base, tmp)
+        cluster.before_workers = cluster.client("post", cluster.url, json.dumps(SPEC))
         for role in ("worker1", "worker2"):
             node_env[role] = compose.environment("ray-worker", {
                 **ray_auth, **small_node, "NODE_IP": net.nodes[role].address,
@@ -118,13 +128,6 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
                       tmp / f"ray-{role}.log", cwd=ROOT)
         for role in ("worker1", "worker2"):
             wait_healthy(net, role, "ray-worker", {**base, **node_env[role]})
-        api_env = {**base, **compose.environment("api", {
-            **ray_auth, "SYNCSGD_RAY_ADDRESS": f"{head}:6379",
-            "SYNCSGD_DATA_DIR": str(tmp / "data"), "SYNCSGD_PORT": str(API_PORT)})}
-        net.spawn("head", compose.command("api"), api_env, tmp / "api.log",
-                  cwd=ROOT)
-        wait_healthy(net, "head", "api", api_env)
-        cluster = Cluster(net, base, tmp)
         # Both worker nodes registered: the cluster's CPUs are theirs (the head has none).
         deadline = time.monotonic() + 60
         while cluster.client("health", cluster.url)["cluster_cpus"] != 2 * WORKER_CPUS:
@@ -138,6 +141,13 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
 def expected(spec: dict[str, Any]) -> tuple[np.ndarray, list[float]]:
     params, records = single_process_run(JobSpec.model_validate(spec))
     return params, [r.loss for r in records]
+
+
+def test_the_api_sees_worker_nodes_that_join_after_it(cluster: Cluster) -> None:
+    refused = cluster.before_workers
+    assert refused["status"] == 422, refused
+    assert "2 x 1 CPU asked, the cluster has 0 CPUs" in json.dumps(refused["body"])
+    assert cluster.client("health", cluster.url)["cluster_cpus"] == 2 * WORKER_CPUS
 
 
 @pytest.mark.parametrize("allreduce", ["mpi", "ray"])
