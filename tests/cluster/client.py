@@ -1,5 +1,6 @@
 """The test's HTTP client, run INSIDE the client namespace (``python -m tests.cluster.client``):
-the root namespace never sends to the test subnet. Prints one JSON object.
+the root namespace never sends to the test subnet. Sends ``SYNCSGD_TOKEN`` when set.
+Prints one JSON object.
 
     start URL SPEC_JSON          submit; wait until a step has run; print the job
     run URL SPEC_JSON OUT_DIR    submit; follow the SSE stream to the end; print the job,
@@ -13,6 +14,7 @@ the root namespace never sends to the test subnet. Prints one JSON object.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,7 +53,7 @@ def wait(client: Client, job_id: str) -> dict[str, Any]:
 
 
 def main(command: str, url: str, *args: str) -> None:
-    client = Client(url, timeout=60)
+    client = Client(url, token=os.environ.get("SYNCSGD_TOKEN"), timeout=60)
     client.wait_until_up(60)
     if command == "health":
         result = client.health()

@@ -40,6 +40,7 @@ def test_the_topology_is_a_head_two_workers_and_the_api() -> None:
     assert services["ray-worker"]["deploy"]["replicas"] == 2
     assert services["ray-head"]["environment"]["RAY_NUM_CPUS"] == "0"
     assert "8000:8000" in services["api"]["ports"]
+    assert services["api"]["environment"]["SYNCSGD_TOKEN"].startswith("${SYNCSGD_TOKEN:?")
     for name, service in services.items():
         assert service["image"] == "syncsgd:latest", name  # one image for every role
         assert service["healthcheck"]["test"][0] == "CMD", name

@@ -94,15 +94,16 @@ def cluster() -> Iterator[Cluster]:
     tmp = Path(tempfile.mkdtemp(prefix="sgdnet-", dir="/tmp"))  # short: Ray's socket paths
     base = plain_environment()
     ray_auth = {"RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    api_token = secrets.token_hex(16)
     small_node = {"RAY_OBJECT_STORE_MEMORY": "100000000", "RAY_MEMORY": "2000000000"}
     try:
-        yield from _cluster(tmp, base, ray_auth, small_node)
+        yield from _cluster(tmp, base, ray_auth, small_node, api_token)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
-             small_node: dict[str, str]) -> Iterator[Cluster]:
+             small_node: dict[str, str], api_token: str) -> Iterator[Cluster]:
     with topology(["head", "worker1", "worker2", "client"]) as net:
         head = net.nodes["head"].address
         node_env = {"head": compose.environment("ray-head", {
@@ -113,11 +114,13 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
         # The API first (compose waits for the workers; a cluster need not): it must see
         # worker nodes that join after it started.
         api_env = {**base, **compose.environment("api", {
-            **ray_auth, "SYNCSGD_RAY_ADDRESS": f"{head}:6379",
+            **ray_auth, "SYNCSGD_RAY_ADDRESS": f"{head}:6379", "SYNCSGD_TOKEN": api_token,
             "SYNCSGD_DATA_DIR": str(tmp / "data"), "SYNCSGD_PORT": str(API_PORT)})}
         net.spawn("head", compose.command("api"), api_env, tmp / "api.log", cwd=ROOT)
         wait_healthy(net, "head", "api", api_env)
-        cluster = Cluster(net, base, tmp)
+        cluster = Cluster(net, {**base, "SYNCSGD_TOKEN": api_token}, tmp)
+        anonymous = Cluster(net, base, tmp).client("post", cluster.url, json.dumps(SPEC))
+        assert anonymous["status"] == 401, anonymous  # compose's API demands its token
         cluster.before_workers = cluster.client("post", cluster.url, json.dumps(SPEC))
         for role in ("worker1", "worker2"):
             node_env[role] = compose.environment("ray-worker", {
