@@ -16,6 +16,7 @@ from tests.cluster import compose
 ROOT = compose.ROOT
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 HADOLINT = str(Path(sys.executable).with_name("hadolint"))
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 
 
 def check_schema(path: Path) -> subprocess.CompletedProcess[str]:
@@ -59,8 +60,9 @@ def test_everything_the_compose_file_names_exists() -> None:
             source, mount = volume.split(":")[:2]
             assert source in loaded["volumes"], f"{name}: volume {source} is not declared"
             assert service["environment"]["SYNCSGD_DATA_DIR"] == mount  # the data is kept
-        context = ROOT / service["build"]
-        assert (context / "Dockerfile").is_file(), f"{name}: no Dockerfile in {context}"
+        context = ROOT / service["build"]["context"]
+        dockerfile = context / service["build"]["dockerfile"]
+        assert context.is_dir() and dockerfile.is_file(), f"{name}: no {dockerfile}"
         script = ROOT / service["command"][0]
         assert script.is_file() and script.stat().st_mode & 0o111, f"{name}: {script}"
         # every variable the script insists on (${VAR:?...}) is set for the service
@@ -70,7 +72,7 @@ def test_everything_the_compose_file_names_exists() -> None:
 
 
 def test_the_start_scripts_are_valid_sh_and_the_image_contains_them() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
+    dockerfile = DOCKERFILE.read_text()
     copied = set(re.findall(r"^COPY (\S+) ", dockerfile, flags=re.MULTILINE))
     assert {"common", "worker", "service", "deploy"} <= copied
     for script in sorted((ROOT / "deploy").glob("*.sh")):
@@ -81,12 +83,12 @@ def test_the_start_scripts_are_valid_sh_and_the_image_contains_them() -> None:
 
 
 def test_the_dockerfile_passes_hadolint(tmp_path: Path) -> None:
-    done = subprocess.run([HADOLINT, "--no-color", str(ROOT / "Dockerfile")],
+    done = subprocess.run([HADOLINT, "--no-color", str(DOCKERFILE)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     # ... and the linter can fail: an unpinned base image is refused.
     unpinned = tmp_path / "Dockerfile"
-    unpinned.write_text((ROOT / "Dockerfile").read_text().replace(
+    unpinned.write_text(DOCKERFILE.read_text().replace(
         "FROM python:3.11-slim", "FROM python:latest"))
     refused = subprocess.run([HADOLINT, "--no-color", str(unpinned)], capture_output=True,
                              text=True, timeout=60)
