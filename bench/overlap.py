@@ -19,11 +19,10 @@ import numpy as np
 from mpi4py import MPI
 from threadpoolctl import threadpool_limits
 
+from bench.engine import model
 from bench.machine import median_seconds
+from bench.workload import BATCH, SIZES
 from common.nn import SGD, Network
-
-SIZES = (784, 1024, 1024, 10)
-BATCH = 512
 
 
 def layer_slices(net: Network) -> list[slice]:
@@ -42,9 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     world = comm.Get_size()
-    net = Network.from_spec({"input_dim": SIZES[0], "layers": [
-        {"units": SIZES[1], "activation": "relu"}, {"units": SIZES[2], "activation": "relu"},
-        {"units": SIZES[3], "activation": "softmax"}]})
+    net = Network.from_spec(model(list(SIZES)))
     rng = np.random.default_rng(comm.Get_rank())
     n = BATCH // world
     x = rng.standard_normal((n, SIZES[0])).astype(np.float32)

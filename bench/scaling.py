@@ -16,7 +16,9 @@ import json
 import statistics
 import time
 
+from bench.engine import model
 from bench.machine import machine_info
+from bench.workload import SIZES
 from common.data import load_dataset
 from common.records import StepRecord
 from common.schemas import JobSpec
@@ -27,9 +29,7 @@ from worker.group import GroupOptions
 
 def spec_for(workers: int, cpus: int, allreduce: str, steps: int) -> JobSpec:
     return JobSpec.model_validate({
-        "model": {"input_dim": 784, "layers": [{"units": 1024, "activation": "relu"},
-                                               {"units": 1024, "activation": "relu"},
-                                               {"units": 10, "activation": "softmax"}]},
+        "model": model(list(SIZES)).model_dump(),
         "data": {"dataset": "synthetic", "validation_fraction": 0.0,
                  "synthetic": {"samples": 512 * steps, "features": 784, "outputs": 10}},
         "optimizer": {"lr": 0.01, "momentum": 0.9}, "batch_size": 512, "epochs": 1,

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.engine import model
 from common.data import load_dataset
 from common.schemas import JobSpec
 
@@ -21,10 +22,7 @@ def job_spec() -> dict[str, Any]:
     """The project's job: every step in order over the same seeded data."""
     return {"name": "end-to-end", "seed": SEED, "batch_size": BATCH, "epochs": EPOCHS,
             "workers": WORKERS, "allreduce": "mpi", "cpus_per_worker": 1,
-            "model": {"input_dim": SIZES[0], "layers": [
-                {"units": SIZES[1], "activation": "relu"},
-                {"units": SIZES[2], "activation": "relu"},
-                {"units": SIZES[3], "activation": "softmax"}]},
+            "model": model(list(SIZES)).model_dump(),
             "optimizer": {"kind": "sgd", "lr": LR, "momentum": MOMENTUM},
             "data": {"dataset": "synthetic", "validation_fraction": 0.0,
                      "synthetic": {"samples": SAMPLES, "features": SIZES[0],

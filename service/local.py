@@ -24,7 +24,7 @@ def local_service(name: str, cpus: int, data_dir: Path | None = None,
     (default: a temporary dir ``syncsgd-<name>-*``, removed after). The service log is
     printed if it fails to start."""
     with tempfile.TemporaryDirectory(prefix=f"syncsgd-{name}-") as tmp:
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "SYNCSGD_DATA_DIR": str(data_dir or tmp),
                "SYNCSGD_PORT": str(port), "SYNCSGD_HOST": "127.0.0.1",
                "SYNCSGD_RAY_NUM_CPUS": str(cpus), "SYNCSGD_RAY_TEMP_DIR": str(Path(tmp) / "ray")}
@@ -51,7 +51,8 @@ def local_service(name: str, cpus: int, data_dir: Path | None = None,
                 server.wait()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback (bound and released: for a server to take next)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ from typing import Any
 import pytest
 
 from service.client import Client
+from service.local import free_port
 from tests.processes import process_exists, processes_with_env
 
 __all__ = ["process_exists", "processes_with_env"]
 
 SYNCSGD = str(Path(sys.executable).with_name("syncsgd"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

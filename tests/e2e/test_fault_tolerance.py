@@ -145,13 +145,19 @@ def test_faults_need_the_setting_and_a_live_job(drills: Server, tmp_path: Path) 
         plain.stop()
 
 
+def running_job(data_dir: Path, past_step: int) -> tuple[Server, str]:
+    """A fresh service on ``data_dir`` and a job of ``SPEC`` on it, past ``past_step``."""
+    server = start_server(data_dir)
+    job_id = httpx.post(f"{server.url}/jobs", json=SPEC).json()["id"]
+    wait_for(lambda: httpx.get(f"{server.url}/jobs/{job_id}").json()["step"] >= past_step,
+             120, f"progress past step {past_step}", 0.05)
+    return server, job_id
+
+
 def test_a_sigkilled_service_resumes_its_job_from_the_last_checkpoint(tmp_path: Path,
                                                                       reference: bytes) -> None:
     data_dir = tmp_path / "data"
-    first = start_server(data_dir)
-    job_id = httpx.post(f"{first.url}/jobs", json=SPEC).json()["id"]
-    wait_for(lambda: httpx.get(f"{first.url}/jobs/{job_id}").json()["step"] >= 45, 120,
-             "progress past a few checkpoints", 0.05)
+    first, job_id = running_job(data_dir, past_step=45)  # past a few checkpoints
     before = httpx.get(f"{first.url}/jobs/{job_id}/curve").json()["points"]
     first.kill_hard()
     # With the driver gone, Ray's head processes and the workers go too. Ray's two
@@ -185,10 +191,7 @@ def _is_agent(pid: int) -> bool:
 def test_a_stopped_service_resumes_its_running_job_when_started_again(tmp_path: Path,
                                                                      reference: bytes) -> None:
     data_dir = tmp_path / "data"
-    first = start_server(data_dir)
-    job_id = httpx.post(f"{first.url}/jobs", json=SPEC).json()["id"]
-    wait_for(lambda: httpx.get(f"{first.url}/jobs/{job_id}").json()["step"] >= 25, 120,
-             "progress", 0.05)
+    first, job_id = running_job(data_dir, past_step=25)
     first.stop()
     assert not first.ray_processes()
     second = start_server(data_dir)
