@@ -158,7 +158,7 @@ class JobSpec(_Strict):
                               description="restarts from the last checkpoint when a worker dies")
     deterministic: bool = Field(default=False,
                                 description="bit-identical weights for any workers <= micro_shards")
-    micro_shards: int = Field(default=8, ge=1, le=4096,
+    micro_shards: int = Field(default=4, ge=1, le=4096,
                               description="deterministic mode: fixed pieces of each global batch")
 
     @model_validator(mode="after")

@@ -11,18 +11,25 @@ any number of workers up to ``micro_shards``.
 1. Every global batch is cut into ``micro_shards`` contiguous micro-shards, a
    number that does not depend on the worker count; a rank owns a contiguous run
    of them. Each micro-shard's gradient is computed on its own, with the same
-   shapes wherever it runs.
-2. Each is converted to int64 fixed point, ``trunc(g * 2**40)``. Scaling by a
-   power of two is exact and truncation is deterministic, so the integers do not
-   depend on who computed them; integer sums are associative, so neither the
-   grouping into ranks nor the all-reduce's order can change the sum.
-3. The summed integers are converted back once, ``sum * 2**-40``.
+   shapes wherever it runs. (Not the rows of one bigger GEMM: OpenBLAS picks its
+   kernels by shape, and a row of ``x @ W`` changes its last bits with the number
+   of rows in the call.)
+2. Each is rounded to fixed point, a whole multiple of ``2**-36``: the loss's
+   denominator is the global batch times ``2**-36``, so backpropagation yields
+   ``g * 2**36`` directly (a power-of-two scale is exact in floating point), and
+   ``trunc`` makes it an integer, the same way on every rank.
+3. The integers are summed in float64, where integers below ``2**53`` add
+   exactly: the sum is associative, so neither the grouping into ranks nor the
+   all-reduce's order can change it. One float64 pass per micro-shard, no
+   float-to-int64 cast (which AVX2 lacks and costs twice as much).
+4. The sum is scaled back once, ``sum * 2**-36``.
 
-The trade: every gradient entry is rounded to a multiple of 2**-40 (~9.1e-13)
-per micro-shard, and a loss or gradient entry reaching 2**22 (4.2e6) counts as
-diverged (the int64 sums could overflow). The loss and the validation sums are reduced the
-same way, so curves are identical too. Same BLAS thread count everywhere
-(``cpus_per_worker``) is assumed: a GEMM may sum in another order on more threads.
+The trade: every gradient entry is rounded to a multiple of 2**-36 (~1.5e-11)
+per micro-shard, and a loss or summed gradient entry reaching 2**17 (131072)
+counts as diverged (beyond it, the float64 sums would no longer be exact). The
+loss and the validation sums are reduced the same way, so curves are identical
+too. Same BLAS thread count everywhere (``cpus_per_worker``) is assumed: a GEMM
+may sum in another order on more threads.
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ from common.nn import Network
 
 Array = npt.NDArray[Any]
 
-SCALE = 2.0**40
-NORM_LIMIT = 2.0**22
+SCALE_BITS = 36
+SCALE = 2.0**SCALE_BITS
+NORM_LIMIT = 2.0**(53 - SCALE_BITS)  # float64 adds integers exactly below 2**53
 
 
 class DivergedError(RuntimeError):
@@ -108,7 +116,7 @@ class SumReduction:
 
 
 class FixedPointReduction:
-    """Deterministic: micro-shard gradients summed as int64 fixed point (module docstring)."""
+    """Deterministic: micro-shard gradients summed as exact fixed point (module docstring)."""
 
     def __init__(self, net: Network, comm: AllReduce, micro_shards: int):
         if comm.world_size > micro_shards:
@@ -116,8 +124,8 @@ class FixedPointReduction:
                              f"{comm.world_size} workers")
         self.net, self.comm, self.micro_shards = net, comm, micro_shards
         P = net.num_parameters
-        self._fixed = np.zeros(P + 1 + comm.world_size, dtype=np.int64)
-        self._scratch = np.empty(P, dtype=np.int64)
+        # The summed fixed-point gradients, then the loss, then each rank's compute seconds.
+        self._fixed = np.zeros(P + 1 + comm.world_size, dtype=np.float64)
         self._validation = np.zeros(2, dtype=np.int64)
         self.first, self.last = shard_bounds(micro_shards, comm.world_size, comm.rank)
 
@@ -132,7 +140,7 @@ class FixedPointReduction:
 
     def step(self, x: Array, y: Array, global_batch: int, step: int) -> Reduced:
         net, P, fixed = self.net, self.net.num_parameters, self._fixed
-        acc = fixed[:P]
+        acc, grads = fixed[:P], net.grads
         t0 = time.perf_counter()
         loss_fixed, empty = 0, True
         offset = self.rows(global_batch)[0]
@@ -140,38 +148,37 @@ class FixedPointReduction:
             lo, hi = shard_bounds(global_batch, self.micro_shards, m)
             if hi == lo:
                 continue
-            loss = net.compute_gradients(x[lo - offset:hi - offset], y[lo - offset:hi - offset],
-                                         denominator=global_batch)
-            if not math.isfinite(loss):
-                raise DivergedError(f"diverged at step {step} (loss={loss})")
-            if abs(loss) >= NORM_LIMIT:  # finite, but beyond the fixed-point range
-                raise DivergedError(f"diverged at step {step} (loss={loss}; deterministic "
-                                    f"mode holds losses and gradients below 2**22)")
-            # g * 2**40 is exact; the cast truncates, the same way on every rank. The first
-            # micro-shard goes straight into the sum: one pass less.
-            np.multiply(net.grads, SCALE, out=self._scratch if not empty else acc,
-                        casting="unsafe")
-            if not empty:
-                acc += self._scratch
+            # Gradients and loss come out times 2**36, exactly (the module docstring).
+            scaled_loss = net.compute_gradients(x[lo - offset:hi - offset],
+                                                y[lo - offset:hi - offset],
+                                                denominator=global_batch / SCALE)
+            if not math.isfinite(scaled_loss):
+                raise DivergedError(f"diverged at step {step} (loss={scaled_loss / SCALE})")
+            np.trunc(grads, out=grads)
+            if empty:  # the first goes straight in: a pass less than zeroing, then adding
+                np.copyto(acc, grads)
+            else:
+                np.add(acc, grads, out=acc)  # exact: whole numbers below 2**53
             empty = False
-            loss_fixed += int(loss * SCALE)
+            loss_fixed += math.trunc(scaled_loss)
         if empty:
             acc[...] = 0
         t1 = time.perf_counter()
         fixed[P] = loss_fixed
         fixed[P + 1:] = 0
-        fixed[P + 1 + self.comm.rank] = int((t1 - t0) * 1e6)
+        fixed[P + 1 + self.comm.rank] = t1 - t0
         self.comm.allreduce_sum(fixed)
         t2 = time.perf_counter()
-        np.multiply(acc, 1.0 / SCALE, out=net.grads, casting="unsafe")
-        # NaN, inf or an entry too large for int64 turns into INT64_MIN in the cast:
-        # one check of the reduced gradients, instead of one per micro-shard, catches it.
-        largest = max(float(net.grads.max()), -float(net.grads.min()))  # NaN stays NaN
+        np.multiply(acc, 1.0 / SCALE, out=grads, casting="same_kind")
+        # One check of the reduced sums catches NaN and inf (they propagate) and a
+        # sum too large to have been added exactly.
         global_loss = float(fixed[P]) / SCALE
+        largest = max(float(grads.max()), -float(grads.min()), abs(global_loss))  # NaN stays
         if not largest < NORM_LIMIT:
-            raise DivergedError(f"diverged at step {step} (loss={global_loss}, largest "
-                                f"gradient {largest:.3g})")
-        slowest = float(fixed[P + 1:].max()) / 1e6
+            raise DivergedError(f"diverged at step {step} (loss={global_loss}; deterministic "
+                                f"mode holds the loss and gradients below 2**"
+                                f"{53 - SCALE_BITS}, the largest is {largest:.3g})")
+        slowest = float(fixed[P + 1:].max())
         return _timed(global_loss, t1 - t0, t2 - t1, slowest)
 
     def validate(self, x_val: Array, y_val: Array) -> tuple[float, int]:

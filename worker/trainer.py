@@ -6,7 +6,7 @@ collectives hang; this is why ``run(k)`` is the same call on every rank):
 1. construction: ``broadcast`` of rank 0's initial parameters;
 2. every step: ONE ``allreduce_sum`` of the gradient buffer, whose padding
    also carries the shard's loss and each rank's compute time (in
-   :mod:`worker.reduction`: float, or int64 fixed point when deterministic);
+   :mod:`worker.reduction`: float, or exact fixed point when deterministic);
 3. the last step of every epoch: one small ``allreduce_sum`` of the
    validation loss sum and correct count.
 

@@ -12,7 +12,9 @@ Both losses are a MEAN over the samples of the batch:
 Each loss writes the output error ``delta = dL/dz`` of the last layer, shape
 ``(n, outputs)``. The data-parallel trainer passes ``denominator`` = the GLOBAL
 batch size while each rank sees only its shard, so summing the ranks' losses and
-gradients gives exactly the mean over the global batch.
+gradients gives exactly the mean over the global batch. (Deterministic mode passes the
+global batch times a power of two: the loss and every gradient come out scaled by
+exactly that power, see :mod:`worker.reduction`.)
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Loss:
     name: str = ""
 
     def output_error(self, z: Array, a: Array, y: Array, activation: Activation,
-                     denominator: int, delta: Array, scratch: Array) -> float:
+                     denominator: float, delta: Array, scratch: Array) -> float:
         """Write ``dL/dz`` of the output layer into ``delta``; return the loss.
 
         ``z``, ``a``, ``delta``, ``scratch``: ``(n, outputs)``. The loss returned is
@@ -54,7 +56,7 @@ class MeanSquaredError(Loss):
     name = "mse"
 
     def output_error(self, z: Array, a: Array, y: Array, activation: Activation,
-                     denominator: int, delta: Array, scratch: Array) -> float:
+                     denominator: float, delta: Array, scratch: Array) -> float:
         np.subtract(a, y, out=delta)  # dL/da = (a - y) / n
         flat = delta.reshape(-1)
         loss = 0.5 * float(np.dot(flat, flat)) / denominator
@@ -75,7 +77,7 @@ class SoftmaxCrossEntropy(Loss):
     name = "cross_entropy"
 
     def output_error(self, z: Array, a: Array, y: Array, activation: Activation,
-                     denominator: int, delta: Array, scratch: Array) -> float:
+                     denominator: float, delta: Array, scratch: Array) -> float:
         if not isinstance(activation, Softmax):
             raise TypeError("cross_entropy needs a softmax last layer")
         n = z.shape[0]

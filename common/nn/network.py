@@ -145,7 +145,8 @@ class Network:
             if index > 0:
                 delta = layer.error_of_previous(delta, self.layers[index - 1])
 
-    def compute_gradients(self, x: Array, y: Array, denominator: int | None = None) -> float:
+    def compute_gradients(self, x: Array, y: Array, denominator: float | None = None
+                          ) -> float:
         """Forward, loss, backward: fill ``grads``, return the loss. No input checks.
 
         ``x``: (n, input_dim) in the network's dtype, C-contiguous. ``y``: (n,)
