@@ -33,7 +33,8 @@ def digest(result: TrainingResult) -> str:
 
 
 @pytest.mark.parametrize(("allreduce", "dtype"),
-                         [("mpi", "float32"), ("ray", "float32"), ("mpi", "float64")])
+                         [("mpi", "float32"), ("ray", "float32"), ("mpi", "float64"),
+                          ("ray", "float64")])
 def test_workers_1_to_4_give_the_same_bits(ray_cluster: Any, allreduce: str, dtype: str) -> None:
     runs = [run(workers=w, allreduce=allreduce, dtype=dtype) for w in (1, 2, 3, 4)]
     assert [len(records) for _, records in runs] == [115] * 4
