@@ -67,17 +67,32 @@ class Reduced:
     wait: float  # for the slowest rank's compute
 
 
+def padding(world_size: int) -> int:
+    """Slots after the P gradients of a step's buffer: the loss, then the compute
+    seconds of each rank (so ONE all-reduce call carries all three)."""
+    return 1 + world_size
+
+
+def _allreduce_padded(comm: AllReduce, buf: Array, loss: float, seconds: float
+                      ) -> tuple[float, float]:
+    """Sum ``buf`` (P gradients, then :func:`padding`) over the ranks in one call, with
+    this rank's ``loss`` and compute ``seconds`` in the padding. Returns the summed loss
+    and the slowest rank's compute seconds."""
+    P = buf.shape[0] - padding(comm.world_size)
+    buf[P] = loss
+    buf[P + 1:] = 0
+    buf[P + 1 + comm.rank] = seconds
+    comm.allreduce_sum(buf)
+    return float(buf[P]), float(buf[P + 1:].max())
+
+
 class SumReduction:
-    """Float sum of per-rank shard gradients: ONE all-reduce of ``net.grad_buffer``,
-    whose padding carries the loss and every rank's compute time."""
+    """Float sum of per-rank shard gradients: ONE all-reduce of ``net.grad_buffer``
+    (the network is built with :func:`padding` slots after its gradients)."""
 
     def __init__(self, net: Network, comm: AllReduce):
         self.net, self.comm = net, comm
         self._validation = np.zeros(2, dtype=np.float64)
-
-    @staticmethod
-    def padding(world_size: int) -> int:
-        return 1 + world_size  # loss, compute seconds of each rank
 
     def rows(self, global_batch: int) -> tuple[int, int]:
         """This rank's rows ``[lo, hi)`` of a global batch."""
@@ -88,7 +103,7 @@ class SumReduction:
 
     def step(self, x: Array, y: Array, global_batch: int, step: int) -> Reduced:
         """Gradients of ``(x, y)`` (this rank's rows) summed over ranks into ``net.grads``."""
-        net, P, buf = self.net, self.net.num_parameters, self.net.grad_buffer
+        net = self.net
         t0 = time.perf_counter()
         if x.shape[0]:
             loss = net.compute_gradients(x, y, denominator=global_batch)
@@ -96,16 +111,12 @@ class SumReduction:
             net.grads[...] = 0
             loss = 0.0
         t1 = time.perf_counter()
-        buf[P] = loss
-        buf[P + 1:] = 0
-        buf[P + 1 + self.comm.rank] = t1 - t0
-        self.comm.allreduce_sum(buf)
+        global_loss, slowest = _allreduce_padded(self.comm, net.grad_buffer, loss, t1 - t0)
         t2 = time.perf_counter()
-        global_loss = float(buf[P])
         # One pass over the gradients: a NaN or inf anywhere makes the sum non-finite.
         if not (math.isfinite(global_loss) and math.isfinite(float(net.grads.sum()))):
             raise DivergedError(f"diverged at step {step} (loss={global_loss})")
-        return _timed(global_loss, t1 - t0, t2 - t1, float(buf[P + 1:].max()))
+        return _timed(global_loss, t1 - t0, t2 - t1, slowest)
 
     def validate(self, x_val: Array, y_val: Array) -> tuple[float, int]:
         """``(loss sum, correct)`` over the whole validation set, each rank its part."""
@@ -124,8 +135,8 @@ class FixedPointReduction:
                              f"{comm.world_size} workers")
         self.net, self.comm, self.micro_shards = net, comm, micro_shards
         P = net.num_parameters
-        # The summed fixed-point gradients, then the loss, then each rank's compute seconds.
-        self._fixed = np.zeros(P + 1 + comm.world_size, dtype=np.float64)
+        # The fixed-point gradients (whole numbers in float64), then padding().
+        self._fixed = np.zeros(P + padding(comm.world_size), dtype=np.float64)
         self._validation = np.zeros(2, dtype=np.int64)
         self.first, self.last = shard_bounds(micro_shards, comm.world_size, comm.rank)
 
@@ -164,21 +175,17 @@ class FixedPointReduction:
         if empty:
             acc[...] = 0
         t1 = time.perf_counter()
-        fixed[P] = loss_fixed
-        fixed[P + 1:] = 0
-        fixed[P + 1 + self.comm.rank] = t1 - t0
-        self.comm.allreduce_sum(fixed)
+        loss_sum, slowest = _allreduce_padded(self.comm, fixed, loss_fixed, t1 - t0)
         t2 = time.perf_counter()
         np.multiply(acc, 1.0 / SCALE, out=grads, casting="same_kind")
         # One check of the reduced sums catches NaN and inf (they propagate) and a
         # sum too large to have been added exactly.
-        global_loss = float(fixed[P]) / SCALE
+        global_loss = loss_sum / SCALE
         largest = max(float(grads.max()), -float(grads.min()), abs(global_loss))  # NaN stays
         if not largest < NORM_LIMIT:
             raise DivergedError(f"diverged at step {step} (loss={global_loss}; deterministic "
                                 f"mode holds the loss and gradients below 2**"
                                 f"{53 - SCALE_BITS}, the largest is {largest:.3g})")
-        slowest = float(fixed[P + 1:].max())
         return _timed(global_loss, t1 - t0, t2 - t1, slowest)
 
     def validate(self, x_val: Array, y_val: Array) -> tuple[float, int]:

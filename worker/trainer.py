@@ -34,7 +34,7 @@ from common.data import Dataset, epoch_order, steps_per_epoch
 from common.nn import Network, make_optimizer
 from common.records import ChunkResult, StepRecord
 from common.schemas import JobSpec
-from worker.reduction import DivergedError, FixedPointReduction, SumReduction
+from worker.reduction import DivergedError, FixedPointReduction, SumReduction, padding
 
 __all__ = ["DivergedError", "Trainer"]
 
@@ -48,7 +48,7 @@ class Trainer:
         self.spec, self.data, self.comm = spec, data, comm
         self.rank, self.world_size = comm.rank, comm.world_size
         self.net = Network.from_spec(spec.model, seed=spec.seed, dtype=spec.dtype, loss=spec.loss,
-                                     grad_padding=SumReduction.padding(self.world_size))
+                                     grad_padding=padding(self.world_size))
         self.reduction: SumReduction | FixedPointReduction = (
             FixedPointReduction(self.net, comm, spec.micro_shards) if spec.deterministic
             else SumReduction(self.net, comm))
