@@ -61,13 +61,14 @@ def main() -> None:
     def overlapped_step() -> None:
         out = net.forward(x)
         last = net.layers[-1]
+        net.compute_loss(y, n)
         net.loss.output_error(last.z[:n], out, y, last.activation, BATCH, last.error[:n],
                               last.scratch[:n])
         requests: list[MPI.Request] = []
         delta = last.error[:n]
         for index in range(len(net.layers) - 1, -1, -1):
             layer = net.layers[index]
-            layer.gradients(delta)
+            layer.compute_weight_gradients(delta)
             requests.append(comm.Iallreduce(MPI.IN_PLACE, net.grads[slices[index]]))
             if index > 0:
                 delta = layer.error_of_previous(delta, net.layers[index - 1])

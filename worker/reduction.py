@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -86,24 +86,58 @@ def _allreduce_padded(comm: AllReduce, buf: Array, loss: float, seconds: float
     return float(buf[P]), float(buf[P + 1:].max())
 
 
-class SumReduction:
-    """Float sum of per-rank shard gradients: ONE all-reduce of ``net.grad_buffer``
-    (the network is built with :func:`padding` slots after its gradients)."""
+class Reduction(Protocol):
+    """How one step's gradients are computed on a rank and summed over all ranks.
 
-    def __init__(self, net: Network, comm: AllReduce):
-        self.net, self.comm = net, comm
-        self._validation = np.zeros(2, dtype=np.float64)
+    A reduction owns the buffer it all-reduces. ``gradient_buffer`` is where the
+    network should write its gradients, ``(P,)``, when that can be a view of it
+    (no copy before the all-reduce), else None (the network keeps its own).
+    """
+
+    gradient_buffer: Array | None
 
     def rows(self, global_batch: int) -> tuple[int, int]:
         """This rank's rows ``[lo, hi)`` of a global batch."""
+        ...
+
+    def capacity(self, batch_size: int) -> int:
+        """The most rows this rank computes at once, for a global ``batch_size``."""
+        ...
+
+    def step(self, net: Network, x: Array, y: Array, global_batch: int, step: int) -> Reduced:
+        """Gradients of ``(x, y)`` (this rank's rows) summed over ranks into ``net.grads``."""
+        ...
+
+    def validate(self, net: Network, x_val: Array, y_val: Array) -> tuple[float, int]:
+        """``(loss sum, correct)`` over the whole validation set, each rank its part."""
+        ...
+
+
+def make_reduction(deterministic: bool, micro_shards: int, comm: AllReduce,
+                   num_parameters: int, dtype: np.dtype[Any]) -> Reduction:
+    """The fixed-point reduction in deterministic mode, else the float sum."""
+    if deterministic:
+        return FixedPointReduction(comm, num_parameters, micro_shards)
+    return SumReduction(comm, num_parameters, dtype)
+
+
+class SumReduction:
+    """Float sum of per-rank shard gradients: ONE all-reduce of ``buffer``, the P
+    gradients followed by :func:`padding`."""
+
+    def __init__(self, comm: AllReduce, num_parameters: int, dtype: np.dtype[Any]):
+        self.comm = comm
+        self.buffer: Array = np.zeros(num_parameters + padding(comm.world_size), dtype=dtype)
+        self.gradient_buffer: Array | None = self.buffer[:num_parameters]
+        self._validation = np.zeros(2, dtype=np.float64)
+
+    def rows(self, global_batch: int) -> tuple[int, int]:
         return shard_bounds(global_batch, self.comm.world_size, self.comm.rank)
 
     def capacity(self, batch_size: int) -> int:
         return -(-batch_size // self.comm.world_size)
 
-    def step(self, x: Array, y: Array, global_batch: int, step: int) -> Reduced:
-        """Gradients of ``(x, y)`` (this rank's rows) summed over ranks into ``net.grads``."""
-        net = self.net
+    def step(self, net: Network, x: Array, y: Array, global_batch: int, step: int) -> Reduced:
         t0 = time.perf_counter()
         if x.shape[0]:
             loss = net.compute_gradients(x, y, denominator=global_batch)
@@ -111,17 +145,16 @@ class SumReduction:
             net.grads[...] = 0
             loss = 0.0
         t1 = time.perf_counter()
-        global_loss, slowest = _allreduce_padded(self.comm, net.grad_buffer, loss, t1 - t0)
+        global_loss, slowest = _allreduce_padded(self.comm, self.buffer, loss, t1 - t0)
         t2 = time.perf_counter()
         # One pass over the gradients: a NaN or inf anywhere makes the sum non-finite.
         if not (math.isfinite(global_loss) and math.isfinite(float(net.grads.sum()))):
             raise DivergedError(f"diverged at step {step} (loss={global_loss})")
         return _timed(global_loss, t1 - t0, t2 - t1, slowest)
 
-    def validate(self, x_val: Array, y_val: Array) -> tuple[float, int]:
-        """``(loss sum, correct)`` over the whole validation set, each rank its part."""
+    def validate(self, net: Network, x_val: Array, y_val: Array) -> tuple[float, int]:
         lo, hi = shard_bounds(x_val.shape[0], self.comm.world_size, self.comm.rank)
-        self._validation[:] = self.net.evaluate(x_val[lo:hi], y_val[lo:hi])
+        self._validation[:] = net.evaluate(x_val[lo:hi], y_val[lo:hi])
         self.comm.allreduce_sum(self._validation)
         return float(self._validation[0]), int(self._validation[1])
 
@@ -129,14 +162,16 @@ class SumReduction:
 class FixedPointReduction:
     """Deterministic: micro-shard gradients summed as exact fixed point (module docstring)."""
 
-    def __init__(self, net: Network, comm: AllReduce, micro_shards: int):
+    def __init__(self, comm: AllReduce, num_parameters: int, micro_shards: int):
         if comm.world_size > micro_shards:
             raise ValueError(f"micro_shards: {micro_shards} is fewer than the "
                              f"{comm.world_size} workers")
-        self.net, self.comm, self.micro_shards = net, comm, micro_shards
-        P = net.num_parameters
+        self.comm, self.micro_shards = comm, micro_shards
+        # Each micro-shard's gradients are made whole numbers before they are added
+        # to the float64 buffer below: the network keeps a plain buffer of its own.
+        self.gradient_buffer: Array | None = None
         # The fixed-point gradients (whole numbers in float64), then padding().
-        self._fixed = np.zeros(P + padding(comm.world_size), dtype=np.float64)
+        self._fixed = np.zeros(num_parameters + padding(comm.world_size), dtype=np.float64)
         self._validation = np.zeros(2, dtype=np.int64)
         self.first, self.last = shard_bounds(micro_shards, comm.world_size, comm.rank)
 
@@ -149,8 +184,8 @@ class FixedPointReduction:
     def capacity(self, batch_size: int) -> int:
         return (self.last - self.first) * -(-batch_size // self.micro_shards)
 
-    def step(self, x: Array, y: Array, global_batch: int, step: int) -> Reduced:
-        net, P, fixed = self.net, self.net.num_parameters, self._fixed
+    def step(self, net: Network, x: Array, y: Array, global_batch: int, step: int) -> Reduced:
+        P, fixed = net.num_parameters, self._fixed
         acc, grads = fixed[:P], net.grads
         t0 = time.perf_counter()
         loss_fixed, empty = 0, True
@@ -188,14 +223,14 @@ class FixedPointReduction:
                                 f"{53 - SCALE_BITS}, the largest is {largest:.3g})")
         return _timed(global_loss, t1 - t0, t2 - t1, slowest)
 
-    def validate(self, x_val: Array, y_val: Array) -> tuple[float, int]:
+    def validate(self, net: Network, x_val: Array, y_val: Array) -> tuple[float, int]:
         """Validation in ``micro_shards`` fixed chunks, their loss sums in fixed point."""
         n = x_val.shape[0]
         loss_fixed, correct = 0, 0
         for m in range(self.first, self.last):
             lo, hi = shard_bounds(n, self.micro_shards, m)
             if hi > lo:
-                loss_sum, right = self.net.evaluate(x_val[lo:hi], y_val[lo:hi])
+                loss_sum, right = net.evaluate(x_val[lo:hi], y_val[lo:hi])
                 loss_fixed += int(loss_sum * SCALE)
                 correct += right
         self._validation[:] = (loss_fixed, correct)

@@ -34,7 +34,7 @@ from common.data import Dataset, epoch_order, steps_per_epoch
 from common.nn import Network, make_optimizer
 from common.records import ChunkResult, StepRecord
 from common.schemas import JobSpec
-from worker.reduction import DivergedError, FixedPointReduction, SumReduction, padding
+from worker.reduction import DivergedError, make_reduction
 
 __all__ = ["DivergedError", "Trainer"]
 
@@ -47,11 +47,10 @@ class Trainer:
     def __init__(self, spec: JobSpec, data: Dataset, comm: AllReduce):
         self.spec, self.data, self.comm = spec, data, comm
         self.rank, self.world_size = comm.rank, comm.world_size
+        self.reduction = make_reduction(spec.deterministic, spec.micro_shards, comm,
+                                        spec.model.num_parameters, np.dtype(spec.dtype))
         self.net = Network.from_spec(spec.model, seed=spec.seed, dtype=spec.dtype, loss=spec.loss,
-                                     grad_padding=padding(self.world_size))
-        self.reduction: SumReduction | FixedPointReduction = (
-            FixedPointReduction(self.net, comm, spec.micro_shards) if spec.deterministic
-            else SumReduction(self.net, comm))
+                                     grads=self.reduction.gradient_buffer)
         self.optimizer = make_optimizer(spec.optimizer, self.net.num_parameters, self.net.dtype)
         self.n_train = data.x_train.shape[0]
         self.steps_per_epoch = steps_per_epoch(self.n_train, spec.batch_size)
@@ -112,7 +111,7 @@ class Trainer:
         np.take(self.data.x_train, rows, axis=0, out=x)
         np.take(self.data.y_train, rows, axis=0, out=y)
         gather = time.perf_counter() - t0
-        reduced = self.reduction.step(x, y, global_batch, self.step + 1)
+        reduced = self.reduction.step(self.net, x, y, global_batch, self.step + 1)
         t2 = time.perf_counter()
         self.optimizer.step(self.net.params, self.net.grads)
         update = time.perf_counter() - t2
@@ -129,5 +128,6 @@ class Trainer:
         n_val = self.data.x_val.shape[0]
         if n_val == 0:
             return None, None
-        loss_sum, correct = self.reduction.validate(self.data.x_val, self.data.y_val)
+        loss_sum, correct = self.reduction.validate(self.net, self.data.x_val,
+                                                    self.data.y_val)
         return loss_sum / n_val, (correct / n_val if self.net.classifies else None)

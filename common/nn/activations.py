@@ -12,6 +12,7 @@ layer, fused with cross-entropy, where the output error simplifies to
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -20,19 +21,20 @@ import numpy.typing as npt
 Array = npt.NDArray[Any]
 
 
-class Activation:
+class Activation(ABC):
     """``forward(z, out)`` writes ``f(z)``; ``backward`` multiplies ``delta`` by ``f'(z)``."""
 
     name: str = ""
     #: He initialisation suits relu; Glorot suits the saturating ones.
     init: str = "glorot"
 
+    @abstractmethod
     def forward(self, z: Array, out: Array) -> None:
-        raise NotImplementedError
+        """``out = f(z)``; ``z``, ``out``: (n, units), ``out`` may be ``z`` itself."""
 
+    @abstractmethod
     def backward(self, z: Array, a: Array, delta: Array, scratch: Array) -> None:
         """``delta *= f'(z)`` in place; ``scratch`` is a buffer shaped like ``delta``."""
-        raise NotImplementedError
 
 
 class Identity(Activation):

@@ -76,9 +76,9 @@ class Dense:
         self.activation.forward(z, a)
         return a
 
-    def gradients(self, delta: Array) -> None:
-        """From this layer's error ``delta`` (n, fan_out): ``dW = x^T delta``, ``db = sum delta``.
-        """
+    def compute_weight_gradients(self, delta: Array) -> None:
+        """Step 4: from this layer's error ``delta`` (n, fan_out), write ``dW = x^T delta``
+        (fan_in, fan_out) and ``db = sum delta`` (fan_out,)."""
         np.matmul(self.x.T, delta, out=self.dW)
         np.sum(delta, axis=0, out=self.db)
 

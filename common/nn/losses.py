@@ -9,16 +9,18 @@ Both losses are a MEAN over the samples of the batch:
 ``y`` is ``(n, outputs)`` for mse; for cross_entropy it is either class indices
 ``(n,)`` or one-hot rows ``(n, classes)``.
 
-Each loss writes the output error ``delta = dL/dz`` of the last layer, shape
-``(n, outputs)``. The data-parallel trainer passes ``denominator`` = the GLOBAL
-batch size while each rank sees only its shard, so summing the ranks' losses and
-gradients gives exactly the mean over the global batch. (Deterministic mode passes the
+Each loss computes its value (step 2, ``loss_sum``) and writes the output error
+``delta = dL/dz`` of the last layer (``output_error``), shape ``(n, outputs)``.
+The data-parallel trainer divides by ``denominator`` = the GLOBAL batch size while
+each rank sees only its shard, so summing the ranks' losses and gradients gives
+exactly the mean over the global batch. (Deterministic mode passes the
 global batch times a power of two: the loss and every gradient come out scaled by
 exactly that power, see :mod:`worker.reduction`.)
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -39,30 +41,40 @@ def _rows(n: int) -> npt.NDArray[np.intp]:
     return _row_index[:n]
 
 
-class Loss:
+class Loss(ABC):
+    """Step 2 (``loss_sum``) and the start of step 3 (``output_error``) for one loss.
+
+    Both read what the last layer's forward pass cached: ``z``, ``a``: ``(n, outputs)``.
+    """
+
     name: str = ""
 
-    def output_error(self, z: Array, a: Array, y: Array, activation: Activation,
-                     denominator: float, delta: Array, scratch: Array) -> float:
-        """Write ``dL/dz`` of the output layer into ``delta``; return the loss.
+    @abstractmethod
+    def loss_sum(self, z: Array, a: Array, y: Array, activation: Activation,
+                 scratch: Array) -> float:
+        """The SUM over these n samples of the per-sample loss (``scratch``: (n, outputs))."""
 
-        ``z``, ``a``, ``delta``, ``scratch``: ``(n, outputs)``. The loss returned is
-        the SUM over these n samples divided by ``denominator``.
-        """
-        raise NotImplementedError
+    @abstractmethod
+    def output_error(self, z: Array, a: Array, y: Array, activation: Activation,
+                     denominator: float, delta: Array, scratch: Array) -> None:
+        """Write ``dL/dz`` of the output layer into ``delta`` (n, outputs), for the loss
+        ``loss_sum / denominator``."""
 
 
 class MeanSquaredError(Loss):
     name = "mse"
 
+    def loss_sum(self, z: Array, a: Array, y: Array, activation: Activation,
+                 scratch: Array) -> float:
+        np.subtract(a, y, out=scratch)
+        flat = scratch.reshape(-1)
+        return 0.5 * float(np.dot(flat, flat))
+
     def output_error(self, z: Array, a: Array, y: Array, activation: Activation,
-                     denominator: float, delta: Array, scratch: Array) -> float:
+                     denominator: float, delta: Array, scratch: Array) -> None:
         np.subtract(a, y, out=delta)  # dL/da = (a - y) / n
-        flat = delta.reshape(-1)
-        loss = 0.5 * float(np.dot(flat, flat)) / denominator
         delta *= 1.0 / denominator
         activation.backward(z, a, delta, scratch)  # chain rule: dL/dz = dL/da * f'(z)
-        return loss
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -76,28 +88,35 @@ class SoftmaxCrossEntropy(Loss):
 
     name = "cross_entropy"
 
+    def loss_sum(self, z: Array, a: Array, y: Array, activation: Activation,
+                 scratch: Array) -> float:
+        log_normalizer = _softmax(activation).log_normalizer[: z.shape[0]]
+        if y.ndim == 1:  # class indices
+            return float(log_normalizer.sum()) - float(z[_rows(z.shape[0]), y].sum())
+        return float(log_normalizer.sum()) - float(np.dot(z.reshape(-1), y.reshape(-1)))
+
     def output_error(self, z: Array, a: Array, y: Array, activation: Activation,
-                     denominator: float, delta: Array, scratch: Array) -> float:
-        if not isinstance(activation, Softmax):
-            raise TypeError("cross_entropy needs a softmax last layer")
-        n = z.shape[0]
-        log_normalizer = activation.log_normalizer[:n]
+                     denominator: float, delta: Array, scratch: Array) -> None:
+        _softmax(activation)
         np.copyto(delta, a)
         if y.ndim == 1:  # class indices
-            rows = _rows(n)
-            loss_sum = float(log_normalizer.sum()) - float(z[rows, y].sum())
-            delta[rows, y] -= 1
+            delta[_rows(z.shape[0]), y] -= 1
         else:  # one-hot rows
-            loss_sum = float(log_normalizer.sum()) - float(np.dot(z.reshape(-1), y.reshape(-1)))
             delta -= y
         delta *= 1.0 / denominator
-        return loss_sum / denominator
+
+
+def _softmax(activation: Activation) -> Softmax:
+    if not isinstance(activation, Softmax):
+        raise TypeError("cross_entropy needs a softmax last layer")
+    return activation
 
 
 _LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MeanSquaredError, SoftmaxCrossEntropy)}
 
 
 def make_loss(name: str) -> Loss:
+    """The loss object a spec names."""
     try:
         return _LOSSES[name]()
     except KeyError:

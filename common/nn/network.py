@@ -9,11 +9,13 @@ is a few vector operations on flat arrays.
 The five steps of one training step, by name:
 
 1. ``forward``   - each layer computes ``z = x W + b`` and ``a = f(z)``, caching both;
-2. ``loss``      - the loss object returns L and writes the output error dL/dz;
-3. ``backward``  - each hidden layer's error is the next layer's error sent back
-   through its weights, times the activation's derivative;
-4. gradients     - ``dW = a_prev^T delta`` and ``db = sum(delta)`` per layer
-   (inside ``backward``); ``compute_gradients`` runs 1-4;
+2. ``compute_loss`` - the loss of the cached outputs against the targets;
+3. ``backward``  - the loss writes the output error dL/dz; each hidden layer's error
+   is the next layer's error sent back through its weights, times the
+   activation's derivative;
+4. weight gradients - ``dW = a_prev^T delta`` and ``db = sum(delta)`` per layer
+   (``Dense.compute_weight_gradients``, inside ``backward``);
+   ``compute_gradients`` runs 1-4;
 5. update        - an optimizer (:mod:`common.nn.optim`) steps ``params`` with ``grads``.
 
 Trade-off: buffers are sized for the largest batch seen and reused, so the
@@ -50,9 +52,9 @@ class Network:
     loss : ``"mse"`` or ``"cross_entropy"``
     dtype : ``"float32"`` (default) or ``"float64"``
     seed : seeds the ``numpy.random.Generator`` of the initial weights
-    grad_padding : extra slots after the gradients in ``grad_buffer``; the
-        data-parallel trainer reduces its loss and timings with the gradients
-        in ONE all-reduce call through them.
+    grads : where to write the gradients, shape ``(P,)`` of ``dtype``, C-contiguous;
+        the caller's buffer (the data-parallel reduction hands out a view of the
+        buffer it all-reduces, so no copy is made). Default: a fresh one.
 
     Example: ``input_dim=64, layers=[128 relu, 10 softmax]`` gives
     ``params`` of shape ``(64*128 + 128 + 128*10 + 10,) = (9610,)``, and
@@ -60,7 +62,7 @@ class Network:
     """
 
     def __init__(self, spec: ModelSpec, *, loss: LossName, dtype: DTypeName = "float32",
-                 seed: int = 0, grad_padding: int = 0):
+                 seed: int = 0, grads: Array | None = None):
         self.spec = spec
         self.dtype = np.dtype(dtype)
         self.loss: Loss = make_loss(loss)
@@ -69,8 +71,7 @@ class Network:
         sizes = spec.layer_sizes
         self.num_parameters = spec.num_parameters
         self.params: Array = np.zeros(self.num_parameters, dtype=self.dtype)
-        self.grad_buffer: Array = np.zeros(self.num_parameters + grad_padding, dtype=self.dtype)
-        self.grads: Array = self.grad_buffer[: self.num_parameters]
+        self.grads: Array = self._gradient_buffer(grads)
         self.layers: list[Dense] = []
         offset = 0
         for fan_in, fan_out, layer_spec in zip(sizes[:-1], sizes[1:], spec.layers, strict=True):
@@ -85,10 +86,19 @@ class Network:
         for layer in self.layers:
             layer.initialize(rng)
 
+    def _gradient_buffer(self, grads: Array | None) -> Array:
+        if grads is None:
+            return np.zeros(self.num_parameters, dtype=self.dtype)
+        if (grads.shape != (self.num_parameters,) or grads.dtype != self.dtype
+                or not (grads.flags.c_contiguous and grads.flags.writeable)):
+            raise ValueError(f"grads: needs a writable contiguous ({self.num_parameters},) "
+                             f"{self.dtype} array, got {grads.dtype} {grads.shape}")
+        return grads
+
     @classmethod
     def from_spec(cls, spec: ModelSpec | dict[str, Any], *, seed: int = 0,
                   dtype: DTypeName = "float32", loss: LossName | None = None,
-                  grad_padding: int = 0) -> Network:
+                  grads: Array | None = None) -> Network:
         """Build from a model spec (validated first, so nothing is half-built).
 
         ``loss`` defaults to cross_entropy for a softmax last layer, else mse.
@@ -96,7 +106,7 @@ class Network:
         model = spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(spec)
         if loss is None:
             loss = "cross_entropy" if model.layers[-1].activation == "softmax" else "mse"
-        return cls(model, loss=loss, dtype=dtype, seed=seed, grad_padding=grad_padding)
+        return cls(model, loss=loss, dtype=dtype, seed=seed, grads=grads)
 
     # ---- views ------------------------------------------------------------------------
 
@@ -117,7 +127,7 @@ class Network:
         """``[(W, b), ...]``: writable views, ``W`` (fan_in, fan_out), ``b`` (fan_out,)."""
         return [(layer.W, layer.b) for layer in self.layers]
 
-    def gradients(self) -> list[tuple[Array, Array]]:
+    def gradient_views(self) -> list[tuple[Array, Array]]:
         """``[(dW, db), ...]``: views of the last computed gradients."""
         return [(layer.dW, layer.db) for layer in self.layers]
 
@@ -141,7 +151,7 @@ class Network:
         delta = output_error
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
-            layer.gradients(delta)
+            layer.compute_weight_gradients(delta)
             if index > 0:
                 delta = layer.error_of_previous(delta, self.layers[index - 1])
 
@@ -154,12 +164,21 @@ class Network:
         ``sum over these n samples / denominator`` (default n: the batch mean).
         """
         n = x.shape[0]
-        out = self.forward(x)
+        denominator = denominator or n
+        self.forward(x)
+        loss = self.compute_loss(y, n) / denominator
         last = self.layers[-1]
-        loss = self.loss.output_error(last.z[:n], out, y, last.activation, denominator or n,
-                                      last.error[:n], last.scratch[:n])
+        self.loss.output_error(last.z[:n], last.a[:n], y, last.activation, denominator,
+                               last.error[:n], last.scratch[:n])
         self.backward(last.error[:n])
         return loss
+
+    def compute_loss(self, y: Array, n: int) -> float:
+        """Step 2: the SUM of the per-sample losses of the last forward pass's ``n``
+        outputs against ``y`` (n,) labels or (n, outputs) targets."""
+        last = self.layers[-1]
+        return self.loss.loss_sum(last.z[:n], last.a[:n], y, last.activation,
+                                  last.scratch[:n])
 
     # ---- the public, checked API --------------------------------------------------------
 
@@ -167,7 +186,7 @@ class Network:
         """The batch-mean loss and ``[(dW, db), ...]`` (copies) for ``(x, y)``; no update."""
         xc, yc = self.check_batch(x, y)
         loss = self.compute_gradients(xc, yc)
-        return loss, [(dW.copy(), db.copy()) for dW, db in self.gradients()]
+        return loss, [(dW.copy(), db.copy()) for dW, db in self.gradient_views()]
 
     def predict(self, x: Array) -> Array:
         """Output activations for ``x`` (n, input_dim): (n, output_dim), a new array."""
@@ -185,13 +204,10 @@ class Network:
         up exactly. ``correct`` is 0 for regression.
         """
         loss_sum, correct = 0.0, 0
-        last = self.layers[-1]
         for start in range(0, x.shape[0], EVAL_CHUNK):
             xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
-            n = xb.shape[0]
             out = self.forward(xb)
-            loss_sum += self.loss.output_error(last.z[:n], out, yb, last.activation, 1,
-                                               last.error[:n], last.scratch[:n])
+            loss_sum += self.compute_loss(yb, xb.shape[0])
             if self.classifies:
                 labels = yb if yb.ndim == 1 else yb.argmax(axis=1)
                 correct += int(np.count_nonzero(out.argmax(axis=1) == labels))

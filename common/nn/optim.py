@@ -21,6 +21,7 @@ Adam, step t starting at 1::
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -31,18 +32,20 @@ from common.schemas import OptimizerSpec
 Array = npt.NDArray[Any]
 
 
-class Optimizer:
+class Optimizer(ABC):
     """``step(params, grads)`` updates ``params`` in place; state as flat arrays."""
 
+    @abstractmethod
     def step(self, params: Array, grads: Array) -> None:
-        raise NotImplementedError
+        """Step 5: update ``params`` (P,) in place from the averaged ``grads`` (P,)."""
 
+    @abstractmethod
     def state_dict(self) -> dict[str, Array]:
         """Copies of the state arrays, for checkpoints."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load_state_dict(self, state: dict[str, Array]) -> None:
-        raise NotImplementedError
+        """Continue from a :meth:`state_dict` (same sizes)."""
 
 
 def _regularized(params: Array, grads: Array, weight_decay: float, scratch: Array) -> Array:

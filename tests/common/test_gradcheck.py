@@ -68,13 +68,13 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch) -> 
     net = random_net(rng, ["tanh", "relu"], "softmax", "cross_entropy")
     x, y = random_batch(rng, net, 8)
     assert gradcheck(net, x, y).passed()
-    real = Dense.gradients
+    real = Dense.compute_weight_gradients
 
     def skewed(self: Dense, delta: np.ndarray) -> None:
         real(self, delta)
         self.dW *= 1.01
 
-    monkeypatch.setattr(Dense, "gradients", skewed)
+    monkeypatch.setattr(Dense, "compute_weight_gradients", skewed)
     assert not gradcheck(net, x, y).passed()
 
 
