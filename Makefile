@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 # Root installs system packages itself; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint sysdeps bench clean
+.PHONY: demo test test-fast lint sysdeps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,13 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy common worker service
 	$(BIN)/lint-imports
 
+# Everything: the real processes too (Ray, MPI, gloo, servers, the browser, namespaces).
 test: lint sysdeps
 	$(BIN)/python -m pytest
+
+# Under a minute: lint, and the tests that start no process (the API in process, the engine).
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow" -q
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,gloo,bench]'

@@ -23,7 +23,7 @@ from common.data import load_dataset
 from common.records import StepRecord
 from common.schemas import JobSpec
 from worker import cluster
-from worker.driver import train
+from worker.driver import TrainingHooks, train
 from worker.group import GroupOptions
 
 
@@ -49,11 +49,12 @@ def measure(spec: JobSpec) -> tuple[float, dict[str, float]]:
     marks: list[tuple[float, int]] = []
     steps: list[StepRecord] = []
 
-    def on_records(records: list[StepRecord]) -> None:
-        marks.append((time.perf_counter(), records[-1].step))
-        steps.extend(records)
+    class Timed(TrainingHooks):
+        def records(self, records: list[StepRecord]) -> None:
+            marks.append((time.perf_counter(), records[-1].step))
+            steps.extend(records)
 
-    train(spec, data, GroupOptions(), on_records=on_records)
+    train(spec, data, GroupOptions(), Timed())
     (t0, s0), (t1, s1) = marks[0], marks[-1]
     split = {part: statistics.median(getattr(r, part) for r in steps[s0:]) * 1e3
              for part in ("compute", "allreduce", "wait", "update")}

@@ -18,17 +18,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.errors import FieldError
 from common.schemas import DataSpec, DTypeName, JobSpec, SyntheticSpec
 
 Array = npt.NDArray[Any]
 
 
-class DataMismatchError(ValueError):
+class DataMismatchError(FieldError):
     """The spec does not fit its data; ``field`` is the spec field to change."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,11 @@ class Settings(BaseSettings):
     @cached_property
     def datasets_dir(self) -> Path:
         return self.data_dir / "datasets"
+
+    def model_path(self, job_id: str) -> Path:
+        """Where a succeeded job's weights live (an .npz ``Network.load`` reads)."""
+        return self.models_dir / f"{job_id}.npz"
+
+    def checkpoint_dir(self, job_id: str) -> Path:
+        """A running job's checkpoints, gone once it ends."""
+        return self.checkpoints_dir / job_id

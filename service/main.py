@@ -1,9 +1,10 @@
 """``create_app()``: the FastAPI application of the control plane.
 
-Its lifespan owns the service's resources: the SQLite store, the Ray
-connection (the embedded local Ray, or a cluster) and the job scheduler. On
-shutdown, running jobs are stopped and their workers killed before Ray is left,
-so no process of the service outlives it.
+Its lifespan owns the service's resources: the SQLite store, the runner (by
+default the Ray connection: the embedded local Ray, or a cluster) and the job
+scheduler. On shutdown, running jobs are stopped and their workers killed
+before Ray is left, so no process of the service outlives it. Tests pass an
+in-process runner instead (:class:`service.runner.InProcessRunner`).
 """
 
 from __future__ import annotations
@@ -16,18 +17,21 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service import runner
-from service.api import dashboard, datasets, health, jobs, verify
+from service.api import dashboard, datasets, errors, health, jobs, verify
 from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
 from service.metrics import Metrics
 from service.models import ModelCache
+from service.runner import RayRunner, Runner
 from service.scheduler import Scheduler
 from service.store import SqliteJobStore
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, runner: Runner | None = None) -> FastAPI:
+    """The app on ``settings`` (default: from the environment), training with ``runner``
+    (default: a :class:`RayRunner` of those settings)."""
     settings = settings or Settings()
+    jobs_runner = runner or RayRunner(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,21 +41,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # On THIS thread, not a worker thread: Ray ties its head processes' lives to the
         # thread that started them (PR_SET_PDEATHSIG), and the server retires idle
         # worker threads, which killed the embedded Ray ~10 s into a quiet spell.
-        runner.connect(settings)
-        scheduler = Scheduler(store, settings, lambda: runner.cluster_cpus()[0],
+        jobs_runner.connect()
+        scheduler = Scheduler(store, settings, jobs_runner,
                               observe_records=metrics.observe_records)
         scheduler.start()
         app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
-        app.state.metrics, app.state.models = metrics, ModelCache(settings.models_dir)
+        app.state.runner, app.state.metrics = jobs_runner, metrics
+        app.state.models = ModelCache(settings.model_path)
         try:
             yield
         finally:
             await run_in_threadpool(scheduler.stop)
-            await run_in_threadpool(runner.disconnect)
+            await run_in_threadpool(jobs_runner.disconnect)
             store.close()
 
     app = FastAPI(title="syncsgd", version="0.1.0", lifespan=lifespan,
                   description="Synchronized data-parallel SGD as a service.")
+    errors.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes,
                        upload_limit=settings.max_upload_bytes)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ Array = npt.NDArray[Any]
 
 
 class ModelCache:
-    def __init__(self, models_dir: Path, size: int = 8):
-        self.models_dir, self.size = models_dir, size
+    def __init__(self, model_path: Callable[[str], Path], size: int = 8):
+        self.model_path, self.size = model_path, size
         self._lock = threading.Lock()
         self._nets: OrderedDict[str, tuple[Network, threading.Lock]] = OrderedDict()
 
@@ -34,7 +35,7 @@ class ModelCache:
             if job_id in self._nets:
                 self._nets.move_to_end(job_id)
                 return self._nets[job_id]
-            entry = (Network.load(self.models_dir / f"{job_id}.npz"), threading.Lock())
+            entry = (Network.load(self.model_path(job_id)), threading.Lock())
             self._nets[job_id] = entry
             if len(self._nets) > self.size:
                 self._nets.popitem(last=False)

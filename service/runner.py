@@ -1,106 +1,150 @@
 """The ONLY bridge from the service to :mod:`worker` (and, through it, to Ray).
 
 Everything else in ``service/`` speaks in job specs, step records and the API
-models; this module turns them into worker groups and back.
+models; a :class:`Runner` turns them into worker groups and back. Two kinds:
+
+- :class:`RayRunner` (what ``syncsgd serve`` uses): the embedded local Ray or a
+  cluster, one Ray actor per rank, MPI or gloo between them;
+- :class:`InProcessRunner`: the same driver and trainer with ONE rank in the
+  service's own process (world size 1, ``LocalAllReduce``, whatever the spec's
+  ``workers``). No Ray, no subprocess: for tests of the API surface, which it
+  serves in milliseconds. The curve and weights are those of the job (N workers
+  compute what 1 does); what it cannot show is anything about processes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from common.checkpoint import TrainingState
 from common.data import load_dataset
 from common.nn import Network
-from common.records import StepRecord
-from common.schemas import JobSpec, RankPlacement, RestartInfo, VerifyReport, VerifyRequest
+from common.schemas import JobSpec, VerifyReport, VerifyRequest
 from service.config import Settings
 from worker import cluster
-from worker.actor import Fault
-from worker.driver import Restart, TrainingResult, train
-from worker.errors import GroupError, JobCancelledError
-from worker.group import GroupOptions, WorkerGroup
+from worker.driver import GroupFactory, Recorder, Restart, TrainingHooks, TrainingResult, train
+from worker.errors import GroupError, JobCancelledError, RankFailedError
+from worker.faults import Fault, FaultPlan
+from worker.group import GroupOptions, RankInfo, WorkerGroup
+from worker.local_group import LocalGroup
 
-__all__ = ["Fault", "GroupError", "JobCancelledError", "TrainingResult", "connect",
-           "disconnect", "run_job", "save_model"]
-
-
-def connect(settings: Settings) -> dict[str, Any]:
-    """Start the embedded Ray or join ``settings.ray_address``; returns its resources."""
-    return cluster.connect(settings.ray_address, auth_mode=settings.ray_auth_mode,
-                           num_cpus=settings.ray_num_cpus,
-                           include_dashboard=settings.ray_dashboard,
-                           dashboard_port=settings.ray_dashboard_port,
-                           temp_dir=settings.ray_temp_dir)
+__all__ = ["Fault", "FaultPlan", "GroupError", "InProcessRunner", "JobCancelledError",
+           "RankFailedError", "RankInfo", "RayRunner", "Restart", "Runner", "TrainingHooks",
+           "TrainingResult", "save_model"]
 
 
-def disconnect() -> None:
-    cluster.disconnect()
+class Runner(Protocol):
+    """What the service needs of the machinery that trains."""
+
+    def connect(self) -> None:
+        """Get ready (start or join Ray). Called once, on the thread that owns the app."""
+        ...
+
+    def disconnect(self) -> None:
+        """Leave; after every job has stopped."""
+        ...
+
+    def cluster_cpus(self) -> tuple[float, float]:
+        """``(total, free)`` CPUs, read now (nodes may join and leave)."""
+        ...
+
+    def run_job(self, spec: JobSpec, hooks: TrainingHooks,
+                resume: TrainingState | None = None) -> TrainingResult:
+        """Train ``spec`` to its end on this thread, reporting to ``hooks``."""
+        ...
+
+    def verify(self, request: VerifyRequest) -> VerifyReport:
+        """Train the spec for a few steps with 1 and with N workers; compare the weights."""
+        ...
 
 
-def cluster_cpus() -> tuple[float, float]:
-    """``(total, free)`` CPUs of the connected cluster, as Ray counts them."""
-    import ray
+class _DriverRunner:
+    """What both runners share: the data, the driver, the verification."""
 
-    return (float(ray.cluster_resources().get("CPU", 0.0)),
-            float(ray.available_resources().get("CPU", 0.0)))
+    make_group: GroupFactory
 
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.options = GroupOptions(env=dict(settings.worker_env),
+                                    placement_timeout_s=settings.placement_timeout_s,
+                                    join_timeout_s=settings.join_timeout_s,
+                                    chunk_timeout_s=settings.chunk_timeout_s)
 
-def run_job(spec: JobSpec, settings: Settings, *,
-            on_records: Callable[[list[StepRecord]], None],
-            on_started: Callable[[list[RankPlacement], int], None] = lambda ranks, total: None,
-            cancelled: Callable[[], bool] = lambda: False,
-            on_checkpoint: Callable[[TrainingState], None] | None = None,
-            on_restart: Callable[[RestartInfo], None] | None = None,
-            pending_faults: Callable[[], list[Fault]] = list,
-            resume: TrainingState | None = None) -> TrainingResult:
-    """Train ``spec`` on fresh worker groups (replaced when workers die); all are gone
-    when this returns."""
-    options = GroupOptions(env=dict(settings.worker_env),
-                           placement_timeout_s=settings.placement_timeout_s,
-                           join_timeout_s=settings.join_timeout_s,
-                           chunk_timeout_s=settings.chunk_timeout_s)
+    def run_job(self, spec: JobSpec, hooks: TrainingHooks,
+                resume: TrainingState | None = None) -> TrainingResult:
+        data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype,
+                            datasets_dir=self.settings.datasets_dir)
+        return train(spec, data, self.options, hooks, resume=resume,
+                     make_group=self.make_group)
 
-    def started(group: WorkerGroup) -> None:
-        on_started([RankPlacement(rank=r.rank, node=r.node, pid=r.pid) for r in group.ranks],
-                   group.total_steps)
-
-    def restarted(restart: Restart) -> None:
-        if on_restart is not None:
-            on_restart(RestartInfo(number=restart.number, cause=restart.cause,
-                                   at=datetime.fromtimestamp(restart.at, UTC),
-                                   from_step=restart.from_step))
-
-    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype,
-                        datasets_dir=settings.datasets_dir)
-    return train(spec, data, options, on_records=on_records, cancelled=cancelled,
-                 on_started=started, on_checkpoint=on_checkpoint, on_restart=restarted,
-                 pending_faults=pending_faults, resume=resume)
+    def verify(self, request: VerifyRequest) -> VerifyReport:
+        runs = []
+        for workers in (1, request.workers):
+            spec = request.spec.model_copy(update={
+                "workers": workers, "max_steps": request.steps, "max_restarts": 0,
+                "allreduce": "mpi" if request.spec.allreduce == "local"
+                else request.spec.allreduce})
+            recorder = Recorder()
+            runs.append((self.run_job(spec, recorder).params, [r.loss for r in recorder.steps]))
+        return compare_runs(runs[0], runs[1], request.workers)
 
 
-def verify(request: VerifyRequest, settings: Settings) -> VerifyReport:
-    """Train the spec for a few steps with 1 and with N workers; compare the weights."""
-    results = []
-    for workers in (1, request.workers):
-        spec = request.spec.model_copy(update={
-            "workers": workers, "max_steps": request.steps, "max_restarts": 0,
-            "allreduce": "mpi" if request.spec.allreduce == "local" else request.spec.allreduce})
-        records: list[StepRecord] = []
-        result = run_job(spec, settings, on_records=records.extend)
-        results.append((result.params, [r.loss for r in records]))
-    (one, curve_one), (many, curve_many) = results
-    difference = np.abs(one.astype(np.float64) - many.astype(np.float64))
-    scale = np.maximum(np.abs(one.astype(np.float64)), np.finfo(np.float64).tiny)
+class RayRunner(_DriverRunner):
+    """Jobs on Ray actors: the embedded local Ray, or ``settings.ray_address``."""
+
+    make_group = staticmethod(WorkerGroup.create)
+
+    def connect(self) -> None:
+        s = self.settings
+        cluster.connect(s.ray_address, auth_mode=s.ray_auth_mode, num_cpus=s.ray_num_cpus,
+                        include_dashboard=s.ray_dashboard, dashboard_port=s.ray_dashboard_port,
+                        temp_dir=s.ray_temp_dir)
+
+    def disconnect(self) -> None:
+        cluster.disconnect()
+
+    def cluster_cpus(self) -> tuple[float, float]:
+        import ray
+
+        return (float(ray.cluster_resources().get("CPU", 0.0)),
+                float(ray.available_resources().get("CPU", 0.0)))
+
+
+class InProcessRunner(_DriverRunner):
+    """Jobs as one in-process rank (module docstring), on a pretend cluster of ``cpus``."""
+
+    make_group = staticmethod(LocalGroup.create)
+
+    def __init__(self, settings: Settings, cpus: float = 2.0):
+        super().__init__(settings)
+        self.cpus = cpus
+
+    def connect(self) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        pass
+
+    def cluster_cpus(self) -> tuple[float, float]:
+        return self.cpus, self.cpus
+
+
+def compare_runs(one: tuple[Any, list[float]], many: tuple[Any, list[float]],
+                 workers: int) -> VerifyReport:
+    """The report on two runs' ``(final weights, loss curve)``: 1 worker and ``workers``."""
+    (params_one, curve_one), (params_many, curve_many) = one, many
+    a, b = params_one.astype(np.float64), params_many.astype(np.float64)
+    difference = np.abs(a - b)
+    scale = np.maximum(np.abs(a), np.finfo(np.float64).tiny)
     return VerifyReport(
-        identical=one.tobytes() == many.tobytes(), steps=len(curve_one), workers=request.workers,
-        sha256_one=hashlib.sha256(one.tobytes()).hexdigest(),
-        sha256_many=hashlib.sha256(many.tobytes()).hexdigest(),
+        identical=params_one.tobytes() == params_many.tobytes(), steps=len(curve_one),
+        workers=workers, sha256_one=hashlib.sha256(params_one.tobytes()).hexdigest(),
+        sha256_many=hashlib.sha256(params_many.tobytes()).hexdigest(),
         max_abs_difference=float(difference.max()),
         max_rel_difference=float((difference / scale).max()),
         curves_identical=curve_one == curve_many)

@@ -5,16 +5,13 @@ the cluster's CPUs not held by running jobs cover its ``workers x
 cpus_per_worker``. Strictly in submission order: a job that does not fit yet
 holds back the jobs behind it, so none is starved by smaller ones.
 
-Store writes from running jobs go through ONE writer thread, in order: the
-driver hands a chunk's records over and sends the next chunk at once, so
-SQLite never slows training, and a job's final state is always written after
-its last point.
+Each running job's driver reports through :class:`service.job_hooks.JobHooks`;
+its store writes go through one writer thread, in order.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import shutil
 import threading
 import uuid
@@ -22,31 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.checkpoint import TrainingState, latest_checkpoint, list_checkpoints, save_checkpoint
+from common.checkpoint import TrainingState, latest_checkpoint, list_checkpoints
 from common.data import check_spec_matches_data, describe_dataset
 from common.records import StepRecord
-from common.schemas import JobPublic, JobSpec, JobState, RankPlacement, RestartInfo
+from common.schemas import JobPublic, JobSpec, JobState
 from service import runner
 from service.config import Settings
+from service.errors import ResumeError, StateConflictError, SubmissionError
+from service.job_hooks import JobHooks, StoreWriter
 from service.store import SqliteJobStore
 
 log = logging.getLogger("syncsgd.scheduler")
-
-
-class SubmissionError(ValueError):
-    """A job the service will not take; ``field`` names what to change."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
-
-
-class ResumeError(RuntimeError):
-    """An interrupted job cannot continue (its checkpoints are unreadable)."""
-
-
-class StateConflictError(RuntimeError):
-    """The request does not fit the job's state (e.g. deleting a running job)."""
 
 
 @dataclass
@@ -56,46 +39,14 @@ class _Running:
     thread: threading.Thread | None = None
 
 
-class StoreWriter:
-    """Applies store writes in order on one background thread."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, write: Callable[[], object]) -> None:
-        self._queue.put(write)
-
-    def flush(self) -> None:
-        self._queue.join()
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while (write := self._queue.get()) is not None:
-            try:
-                write()
-            except Exception:
-                log.exception("store write failed")
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()
-
-
 class Scheduler:
-    def __init__(self, store: SqliteJobStore, settings: Settings,
-                 cluster_cpus: Callable[[], float],
+    def __init__(self, store: SqliteJobStore, settings: Settings, jobs_runner: runner.Runner,
                  observe_records: Callable[[list[StepRecord]], None] = lambda records: None):
-        # Read live, not once: on a cluster, worker nodes join (and leave) after the
-        # service started.
-        self.store, self.settings, self.cluster_cpus = store, settings, cluster_cpus
+        self.store, self.settings, self.runner = store, settings, jobs_runner
         self._observe_records = observe_records
         self._lock = threading.Condition()
         self._running: dict[str, _Running] = {}
-        self._armed: dict[str, list[runner.Fault]] = {}  # faults to arm before a next chunk
+        self._faults: dict[str, runner.FaultPlan] = {}  # armed for queued or running jobs
         self._stopping = False
         self._writer = StoreWriter()
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -140,7 +91,13 @@ class Scheduler:
             self._lock.notify_all()
         return job
 
+    def cluster_cpus(self) -> float:
+        """Read live, not once: on a cluster, worker nodes join (and leave) after the
+        service started."""
+        return self.runner.cluster_cpus()[0]
+
     def check(self, spec: JobSpec) -> None:
+        """Raise a :class:`common.errors.FieldError` naming what keeps ``spec`` from running."""
         s = self.settings
         if spec.workers > s.max_workers_per_job:
             raise SubmissionError("workers", f"{spec.workers} is over the limit of "
@@ -171,6 +128,7 @@ class Scheduler:
                 self._running[job_id].cancel.set()  # the driver stops between chunks
             else:
                 self.store.finish(job_id, JobState.cancelled, "cancelled while queued")
+                self._faults.pop(job_id, None)
             self._lock.notify_all()
         return self.store.get(job_id)
 
@@ -180,22 +138,17 @@ class Scheduler:
             if not job.state.terminal:
                 raise StateConflictError(f"job {job_id} is {job.state.value}; cancel it first")
             self.store.delete(job_id)
-        (self.settings.models_dir / f"{job_id}.npz").unlink(missing_ok=True)
-        shutil.rmtree(self.settings.checkpoints_dir / job_id, ignore_errors=True)
+        self.settings.model_path(job_id).unlink(missing_ok=True)
+        shutil.rmtree(self.settings.checkpoint_dir(job_id), ignore_errors=True)
 
-    def inject_fault(self, job_id: str, rank: int, step: int, action: str) -> None:
-        """Arm a fault in a queued or running job: ``rank`` does ``action`` before ``step``."""
-        fault = runner.Fault(rank, step, action)  # type: ignore[arg-type]
+    def inject_fault(self, job_id: str, fault: runner.Fault) -> None:
+        """Arm ``fault`` in a queued or running job."""
         with self._lock:
             state = self.store.get(job_id).state
             if state.terminal:
                 raise StateConflictError(f"job {job_id} is {state.value}; faults go to "
                                          "queued or running jobs")
-            self._armed.setdefault(job_id, []).append(fault)
-
-    def _take_faults(self, job_id: str) -> list[runner.Fault]:
-        with self._lock:
-            return self._armed.pop(job_id, [])
+            self._faults.setdefault(job_id, runner.FaultPlan()).arm(fault)
 
     def running_ids(self) -> list[str]:
         with self._lock:
@@ -234,62 +187,47 @@ class Scheduler:
             running.thread.start()
 
     def _run(self, job_id: str, spec: JobSpec, running: _Running) -> None:
-        write = self._writer.put
-        checkpoints = self.settings.checkpoints_dir / job_id
-
-        def on_started(ranks: list[RankPlacement], total_steps: int) -> None:
-            for rank in ranks:
-                log.info("started on node %s, pid %d", rank.node, rank.pid,
-                         extra={"event": "rank-started", "job": job_id, "rank": rank.rank})
-            write(lambda: self.store.mark_running(job_id, total_steps, ranks))
-
-        def on_records(records: list[StepRecord]) -> None:
-            self._observe_records(records)
-            write(lambda: self.store.add_points(job_id, records))
-
-        def on_checkpoint(state: TrainingState) -> None:
-            write(lambda: save_checkpoint(checkpoints, state, keep=self.settings.keep_checkpoints))
-
-        def on_restart(restart: RestartInfo) -> None:
-            log.warning("restart %d from step %d: %s", restart.number, restart.from_step,
-                        restart.cause, extra={"event": "restart", "job": job_id})
-            write(lambda: self.store.add_restart(job_id, restart))
-
+        with self._lock:
+            faults = self._faults.setdefault(job_id, runner.FaultPlan())
+        hooks = JobHooks(job_id, self.store, self._writer, self.settings, running.cancel,
+                         faults, self._observe_records)
         try:
-            resume = self._resume_point(checkpoints)
-            result = runner.run_job(
-                spec, self.settings, on_records=on_records, on_started=on_started,
-                cancelled=running.cancel.is_set, on_checkpoint=on_checkpoint,
-                on_restart=on_restart, pending_faults=lambda: self._take_faults(job_id),
-                resume=resume)
-            runner.save_model(spec, result.params, self.settings.models_dir / f"{job_id}.npz")
-            write(lambda: self.store.finish(job_id, JobState.succeeded))
-            write(lambda: shutil.rmtree(checkpoints, ignore_errors=True))
+            resume = self._resume_point(self.settings.checkpoint_dir(job_id))
+            result = self.runner.run_job(spec, hooks, resume)
+            runner.save_model(spec, result.params, self.settings.model_path(job_id))
+            self._end(job_id, JobState.succeeded)
             log.info("succeeded after %d steps, %d restart(s)", result.steps, result.restarts,
                      extra={"event": "succeeded", "job": job_id})
         except runner.JobCancelledError as exc:
             if self._stopping:  # not the user's doing: resume at the next start
-                write(lambda: self.store.requeue(job_id))
+                self._writer.put(lambda: self.store.requeue(job_id))
             else:
                 log.info("%s", exc, extra={"event": "cancelled", "job": job_id})
-                reason = str(exc)
-                write(lambda: self.store.finish(job_id, JobState.cancelled, reason))
-                write(lambda: shutil.rmtree(checkpoints, ignore_errors=True))
+                self._end(job_id, JobState.cancelled, str(exc))
         except Exception as exc:
-            log.warning("failed: %s", exc, extra={"event": "failed", "job": job_id})
-            for failure in getattr(exc, "failures", []):
-                log.warning("on node %s, pid %d: %s", failure.node, failure.pid, failure.cause,
-                            extra={"event": "rank-failed", "job": job_id, "rank": failure.rank})
-            known = runner.GroupError | ValueError | ResumeError
-            message = str(exc) if isinstance(exc, known) else (
-                f"{type(exc).__name__}: {exc}")
-            write(lambda: self.store.finish(job_id, JobState.failed, message))
+            self._failed(job_id, exc)
         finally:
             self._writer.flush()
             with self._lock:
                 self._running.pop(job_id, None)
-                self._armed.pop(job_id, None)
+                self._faults.pop(job_id, None)
                 self._lock.notify_all()
+
+    def _end(self, job_id: str, state: JobState, reason: str | None = None) -> None:
+        """Record the end (after the job's last point), then drop its checkpoints."""
+        self._writer.put(lambda: self.store.finish(job_id, state, reason))
+        checkpoints = self.settings.checkpoint_dir(job_id)
+        self._writer.put(lambda: shutil.rmtree(checkpoints, ignore_errors=True))
+
+    def _failed(self, job_id: str, exc: Exception) -> None:
+        log.warning("failed: %s", exc, extra={"event": "failed", "job": job_id})
+        if isinstance(exc, runner.RankFailedError):
+            for failure in exc.failures:
+                log.warning("on node %s, pid %d: %s", failure.node, failure.pid, failure.cause,
+                            extra={"event": "rank-failed", "job": job_id, "rank": failure.rank})
+        known = runner.GroupError | ValueError | ResumeError
+        message = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
+        self._writer.put(lambda: self.store.finish(job_id, JobState.failed, message))
 
     @staticmethod
     def _resume_point(checkpoints: Path) -> TrainingState | None:

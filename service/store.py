@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from common.records import StepRecord
 from common.schemas import (
@@ -28,6 +27,7 @@ from common.schemas import (
     RestartInfo,
     Timing,
 )
+from service.errors import DatasetNotFoundError, JobNotFoundError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -68,14 +68,11 @@ CREATE TABLE IF NOT EXISTS datasets (
 
 POINT_FIELDS = ("step", "epoch", "loss", "compute", "allreduce", "wait", "update", "val_loss",
                 "val_accuracy")
+TIMING_FIELDS = ("compute", "allreduce", "wait", "update")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class JobNotFoundError(KeyError):
-    pass
 
 
 class SqliteJobStore:
@@ -196,29 +193,28 @@ class SqliteJobStore:
             row = self._db.execute("SELECT * FROM datasets WHERE id = ?",
                                    (dataset_id,)).fetchone()
         if row is None:
-            raise JobNotFoundError(dataset_id)
+            raise DatasetNotFoundError(dataset_id)
         return _dataset(row)
 
     # ---- the curve -----------------------------------------------------------------------
 
     def add_points(self, job_id: str, records: Iterable[StepRecord]) -> None:
         """One transaction per chunk of records; progress fields follow the last one."""
-        rows = [tuple(getattr(r, f) for f in POINT_FIELDS) for r in records]
+        rows = [{"job_id": job_id, **r.to_dict()} for r in records]
         if not rows:
             return
+        last = rows[-1]
+        timing = {name: sum(row[name] for row in rows) / len(rows) for name in TIMING_FIELDS}
+        validated = [row for row in rows if row["val_loss"] is not None]
         with self._transaction() as db:
             db.executemany(
                 f"INSERT OR REPLACE INTO points (job_id, {', '.join(map(_quote, POINT_FIELDS))}) "
-                f"VALUES (?, {', '.join('?' * len(POINT_FIELDS))})",
-                [(job_id, *row) for row in rows])
-            step, epoch, loss = rows[-1][0], rows[-1][1], rows[-1][2]
-            timing = _mean_timing(rows)
+                f"VALUES (:job_id, {', '.join(':' + f for f in POINT_FIELDS)})", rows)
             db.execute("UPDATE jobs SET step = ?, epoch = ?, loss = ?, timing = ? WHERE id = ?",
-                       (step, epoch, loss, json.dumps(timing), job_id))
-            validated = [row for row in rows if row[7] is not None]
+                       (last["step"], last["epoch"], last["loss"], json.dumps(timing), job_id))
             if validated:
                 db.execute("UPDATE jobs SET val_loss = ?, val_accuracy = ? WHERE id = ?",
-                           (validated[-1][7], validated[-1][8], job_id))
+                           (validated[-1]["val_loss"], validated[-1]["val_accuracy"], job_id))
 
     def curve(self, job_id: str, since: int = 0, limit: int | None = None) -> list[StepRecord]:
         """Points with ``step > since``, in step order."""
@@ -232,12 +228,6 @@ class SqliteJobStore:
 
 def _quote(name: str) -> str:
     return f'"{name}"'
-
-
-def _mean_timing(rows: list[tuple[Any, ...]]) -> dict[str, float]:
-    n = len(rows)
-    return {name: sum(row[i] for row in rows) / n
-            for i, name in ((3, "compute"), (4, "allreduce"), (5, "wait"), (6, "update"))}
 
 
 def _dataset(row: sqlite3.Row) -> DatasetPublic:

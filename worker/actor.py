@@ -14,8 +14,7 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
@@ -26,40 +25,24 @@ from common.data import Dataset
 from common.records import ChunkResult
 from common.schemas import JobSpec
 from worker.backends.mpi import MpiPortJoin
+from worker.faults import Fault, InjectedFaultError
 from worker.trainer import Trainer
 
 Array = npt.NDArray[Any]
 
 
-@dataclass(frozen=True)
-class Fault:
-    """A fault to inject, for operators' drills and tests: rank ``rank`` before step ``step``.
-
-    ``raise``: the rank raises (a bad-data bug). ``kill``: SIGKILL of its
-    process (a real crash). ``hang``: it stops answering while its peers wait
-    in a collective. ``perturb``: its replica's weights drift (a silent
-    corruption the fingerprint check must catch). Only ever set when the
-    service's settings allow fault injection.
-    """
-
-    rank: int
-    step: int
-    action: Literal["raise", "kill", "hang", "perturb"] = "raise"
-
-
-class InjectedFaultError(RuntimeError):
-    """The error an injected ``raise`` fault produces."""
-
-
 class RankWorker:
-    def __init__(self, spec_json: str, rank: int, world_size: int, blas_threads: int = 1,
-                 fault: Fault | None = None):
+    """Rank ``rank`` of ``world_size``; ``blas_threads`` None leaves BLAS as it is."""
+
+    def __init__(self, spec_json: str, rank: int, world_size: int,
+                 blas_threads: int | None = 1):
         # One BLAS thread per CPU this rank was given: ranks that fill the cores
         # must not also fight over them from inside OpenBLAS.
-        self._blas_limit = threadpool_limits(limits=blas_threads, user_api="blas")
+        if blas_threads is not None:
+            self._blas_limit = threadpool_limits(limits=blas_threads, user_api="blas")
         self.spec = JobSpec.model_validate_json(spec_json)
         self.rank, self.world_size = rank, world_size
-        self.fault = fault if fault is not None and fault.rank == rank else None
+        self.fault: Fault | None = None
         self._mpi_join: MpiPortJoin | None = None
         self.comm: AllReduce | None = None
         self.trainer: Trainer | None = None
@@ -155,11 +138,19 @@ class RankWorker:
             raise RuntimeError(f"rank {self.rank}: start() was not called")
         return self.trainer
 
+    def die(self) -> None:
+        """A real crash: SIGKILL of this process."""
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def hang(self) -> None:
+        """Stop answering while the peers wait in a collective."""
+        time.sleep(10**6)
+
     def _inject(self, fault: Fault, trainer: Trainer) -> None:
         if fault.action == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
+            self.die()
         elif fault.action == "hang":
-            time.sleep(10**6)
+            self.hang()
         elif fault.action == "perturb":
             trainer.net.params[0] += 1e-3
         else:

@@ -2,29 +2,36 @@
 
 Every rank receives the same ``run(steps=k)`` call and runs k steps on its
 own, with no driver round trip per step. Between chunks the driver reports
-the records, takes checkpoints, checks for cancellation, and (inside the
-group) compares replica fingerprints; a dead or hung rank surfaces as an
-error from the chunk, and the driver recovers from it with a fresh group.
+to its :class:`TrainingHooks` (records, checkpoints, restarts), checks for
+cancellation, arms injected faults, and (inside the group) compares replica
+fingerprints; a dead or hung rank surfaces as an error from the chunk, and the
+:class:`worker.policy.RestartPolicy` decides whether a fresh group carries on.
 Chunks aim at about a second each, so the curve a user watches moves every
 second.
+
+The driver sees a group only through the :class:`Group` protocol, so the same
+schedule drives Ray actors (:class:`worker.group.WorkerGroup`) or one rank in
+this process (:class:`worker.local_group.LocalGroup`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy.typing as npt
 
 from common.checkpoint import TrainingState
 from common.data import Dataset, check_spec_matches_data
-from common.records import StepRecord
+from common.records import ChunkResult, StepRecord
 from common.schemas import JobSpec
-from worker.actor import Fault
 from worker.errors import GroupError, JobCancelledError, RestartsExhaustedError
+from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
+from worker.policy import FailureDecision, RestartPolicy
 
 Array = npt.NDArray[Any]
 
@@ -33,6 +40,98 @@ CHUNK_TARGET_S = 1.0
 FIRST_CHUNK_STEPS = 5
 #: A chunk may take this many times its expected duration before it counts as a hang.
 HANG_FACTOR = 10.0
+
+
+class Group(Protocol):
+    """The running ranks of one job, as the driver drives them."""
+
+    ranks: list[RankInfo]
+    step: int
+    total_steps: int
+    fingerprints: list[str]
+
+    def run(self, steps: int, timeout_s: float, checkpoint: bool = False) -> ChunkResult: ...
+
+    def inject(self, fault: Fault) -> None: ...
+
+    def final_params(self) -> Array: ...
+
+    def shutdown(self) -> None: ...
+
+
+#: Makes a group from the spec, the data, the options and the state to restore (or None).
+GroupFactory = Callable[[JobSpec, Dataset, GroupOptions, TrainingState | None], Group]
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One recovery: a fresh group restored from the last checkpoint."""
+
+    number: int  # 1 for the first restart
+    at: float  # time.time() of the decision
+    cause: str  # what died or hung, and where
+    from_step: int  # the checkpoint's step (0: from the start)
+
+
+class TrainingHooks:
+    """What the driver tells its caller between chunks, and asks it. Every method has a
+    default that does nothing; override what you need. Called on the driver's thread."""
+
+    def started(self, ranks: list[RankInfo], total_steps: int) -> None:
+        """A group is up (the first, or one after a restart)."""
+
+    def records(self, records: list[StepRecord]) -> None:
+        """A chunk's step records, in step order (replayed steps come again)."""
+
+    def checkpoint(self, state: TrainingState) -> None:
+        """Rank 0's state at a checkpoint step (every ``checkpoint_every`` and the end)."""
+
+    def restart(self, restart: Restart) -> None:
+        """A failed group is being replaced."""
+
+    def cancelled(self) -> bool:
+        """Asked before every chunk: stop the job now?"""
+        return False
+
+    def faults(self) -> list[Fault]:
+        """Asked before every chunk: faults to arm on the running ranks (drills)."""
+        return []
+
+
+class Recorder(TrainingHooks):
+    """Hooks that keep everything the driver reports, and arm the faults of ``plan``: for
+    callers that want the whole run at its end (verify, benchmarks, tests)."""
+
+    def __init__(self, plan: FaultPlan | None = None):
+        self.plan = plan or FaultPlan()
+        self.groups: list[list[RankInfo]] = []  # each group's ranks, in start order
+        self.steps: list[StepRecord] = []
+        self.checkpoints: list[TrainingState] = []
+        self.restarts: list[Restart] = []
+
+    def started(self, ranks: list[RankInfo], total_steps: int) -> None:
+        self.groups.append(ranks)
+
+    def records(self, records: list[StepRecord]) -> None:
+        self.steps.extend(records)
+
+    def checkpoint(self, state: TrainingState) -> None:
+        self.checkpoints.append(state)
+
+    def restart(self, restart: Restart) -> None:
+        self.restarts.append(restart)
+
+    def faults(self) -> list[Fault]:
+        return self.plan.take()
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    params: Array  # rank 0's final flat parameters
+    steps: int
+    ranks: list[RankInfo]
+    fingerprints: list[str]  # every rank's final parameter hash (all equal)
+    restarts: int = 0
 
 
 @dataclass
@@ -59,104 +158,73 @@ class ChunkSizer:
         return max(floor_s, HANG_FACTOR * expected)
 
 
-@dataclass(frozen=True)
-class TrainingResult:
-    params: Array  # rank 0's final flat parameters
-    steps: int
-    ranks: list[RankInfo]
-    fingerprints: list[str]  # every rank's final parameter hash (all equal)
-    restarts: int
+@dataclass
+class _Latest:
+    """The newest checkpointed state: where a fresh group restarts from."""
+
+    state: TrainingState | None
 
 
-@dataclass(frozen=True)
-class Restart:
-    """One recovery: a fresh group restored from the last checkpoint."""
+def train(spec: JobSpec, data: Dataset, options: GroupOptions,
+          hooks: TrainingHooks | None = None, *, resume: TrainingState | None = None,
+          make_group: GroupFactory = WorkerGroup.create) -> TrainingResult:
+    """Run ``spec`` to the end; every group it made is gone afterwards.
 
-    number: int  # 1 for the first restart
-    at: float  # time.time() of the decision
-    cause: str  # what died or hung, and where
-    from_step: int  # the checkpoint's step (0: from the start)
+    Checkpoints go to ``hooks.checkpoint`` every ``spec.checkpoint_every`` steps and
+    at the end (chunks are cut at those steps). When a worker dies or hangs, the group
+    is torn down and a fresh one restored from the last checkpoint carries on, as
+    the restart policy decides; the steps since the checkpoint are replayed
+    (``hooks.records`` sees them again). ``resume`` starts from a checkpoint.
 
-
-def train(spec: JobSpec, data: Dataset, options: GroupOptions, *,
-          on_records: Callable[[list[StepRecord]], None],
-          cancelled: Callable[[], bool] = lambda: False,
-          on_started: Callable[[WorkerGroup], None] | None = None,
-          on_checkpoint: Callable[[TrainingState], None] | None = None,
-          on_restart: Callable[[Restart], None] | None = None,
-          pending_faults: Callable[[], list[Fault]] = list,
-          resume: TrainingState | None = None) -> TrainingResult:
-    """Run ``spec`` to the end; every worker group it made is gone afterwards.
-
-    Checkpoints: every ``spec.checkpoint_every`` steps and at the end, rank 0's
-    state goes to ``on_checkpoint`` (chunks are cut at those steps). When a
-    worker dies or hangs, the group is torn down and a fresh one restored from
-    the last checkpoint carries on, up to ``spec.max_restarts`` times; the
-    steps since the checkpoint are replayed (``on_records`` sees them again).
-    ``resume`` starts from a checkpoint instead of step 0.
-
-    Raises :class:`JobCancelledError` when ``cancelled()`` turns true between
+    Raises :class:`JobCancelledError` when ``hooks.cancelled()`` turns true between
     chunks, and a :class:`worker.errors.GroupError` naming ranks and nodes on
     failure (:class:`RestartsExhaustedError` when restarts ran out).
     """
     check_spec_matches_data(spec, data)
-    latest = resume
-    fault = options.fault
+    hooks = hooks or TrainingHooks()
+    latest = _Latest(resume)
+    policy = RestartPolicy(spec.max_restarts)
     restarts = 0
-
-    def checkpointed(state: TrainingState) -> None:
-        nonlocal latest
-        latest = state
-        if on_checkpoint is not None:
-            on_checkpoint(state)
-
     while True:
         try:
-            result = _run_group(spec, data, options, latest, fault, on_records, cancelled,
-                                on_started, checkpointed, pending_faults)
-            return TrainingResult(*result, restarts=restarts)
+            group = make_group(spec, data, options, latest.state)
+            result = _run_group(group, spec, options, hooks, latest)
+            return dataclasses.replace(result, restarts=restarts)
         except GroupError as exc:
-            if not exc.recoverable or spec.max_restarts == 0:
+            decision = policy.decide(exc, restarts)
+            if decision is FailureDecision.RAISE:
                 raise
-            if restarts >= spec.max_restarts:
+            if decision is FailureDecision.EXHAUSTED:
                 raise RestartsExhaustedError(
                     f"gave up after {restarts} restart(s) (max_restarts={spec.max_restarts}); "
                     f"last failure at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {exc}") from exc
             restarts += 1
-            fault = None  # an injected fault strikes once
-            if on_restart is not None:
-                on_restart(Restart(restarts, time.time(), str(exc),
-                                   latest.step if latest is not None else 0))
+            hooks.restart(Restart(restarts, time.time(), str(exc),
+                                  latest.state.step if latest.state is not None else 0))
 
 
-def _run_group(spec: JobSpec, data: Dataset, options: GroupOptions,
-               state: TrainingState | None, fault: Fault | None,
-               on_records: Callable[[list[StepRecord]], None], cancelled: Callable[[], bool],
-               on_started: Callable[[WorkerGroup], None] | None,
-               on_checkpoint: Callable[[TrainingState], None],
-               pending_faults: Callable[[], list[Fault]],
-               ) -> tuple[Array, int, list[RankInfo], list[str]]:
-    """One worker group, from ``state`` (or the start) to the end of training."""
-    group = WorkerGroup.create(spec, data, options, state, fault)
+def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: TrainingHooks,
+               latest: _Latest) -> TrainingResult:
+    """Drive one group from its state to the end of training; shut it down in any case."""
     try:
-        if on_started is not None:
-            on_started(group)
+        hooks.started(group.ranks, group.total_steps)
         sizer = ChunkSizer(spec.steps_per_chunk)
         every = spec.checkpoint_every
         while group.step < group.total_steps:
-            if cancelled():
+            if hooks.cancelled():
                 raise JobCancelledError(f"cancelled at step {group.step}")
-            for armed in pending_faults():
-                group.inject(armed)
+            for fault in hooks.faults():
+                group.inject(fault)
             next_checkpoint = min((group.step // every + 1) * every, group.total_steps)
             steps = min(sizer.next_steps(), next_checkpoint - group.step)
             began = time.monotonic()
             chunk = group.run(steps, sizer.timeout(steps, options.chunk_timeout_s),
                               checkpoint=group.step + steps == next_checkpoint)
             sizer.observe(len(chunk.records), time.monotonic() - began)
-            on_records(chunk.records)
+            hooks.records(chunk.records)
             if chunk.state is not None:
-                on_checkpoint(chunk.state)
-        return group.final_params(), group.step, group.ranks, group.fingerprints
+                latest.state = chunk.state
+                hooks.checkpoint(chunk.state)
+        return TrainingResult(group.final_params(), group.step, group.ranks, group.fingerprints)
     finally:
         group.shutdown()

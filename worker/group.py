@@ -23,7 +23,7 @@ from common.checkpoint import TrainingState
 from common.data import Dataset
 from common.records import ChunkResult
 from common.schemas import JobSpec
-from worker.actor import Fault, RankWorker
+from worker.actor import RankWorker
 from worker.errors import (
     GroupTimeoutError,
     PlacementError,
@@ -31,6 +31,7 @@ from worker.errors import (
     RankFailure,
     ReplicaMismatchError,
 )
+from worker.faults import Fault
 
 Array = npt.NDArray[Any]
 
@@ -46,7 +47,6 @@ class GroupOptions:
     placement_timeout_s: float = 60.0  # for the CPUs to be free
     join_timeout_s: float = 60.0  # per collective join step
     chunk_timeout_s: float = 60.0  # the least a chunk is given before it counts as a hang
-    fault: Fault | None = None  # armed in the first group only (tests and drills)
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,7 @@ class WorkerGroup:
 
     @classmethod
     def create(cls, spec: JobSpec, data: Dataset, options: GroupOptions,
-               state: TrainingState | None = None,
-               fault: Fault | None = None) -> WorkerGroup:
+               state: TrainingState | None = None) -> WorkerGroup:
         """Reserve CPUs, start one actor per rank, join them, broadcast rank 0's weights
         (or restore every rank from ``state``)."""
         import ray
@@ -103,7 +102,7 @@ class WorkerGroup:
                 runtime_env={"env_vars": dict(options.env)} if options.env else None,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement, placement_group_bundle_index=rank),
-            ).remote(spec_json, rank, world, cpus, fault)
+            ).remote(spec_json, rank, world, cpus)
             for rank in range(world)]
         group = cls(spec, actors, placement, options)
         try:

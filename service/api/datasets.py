@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from common.schemas import DatasetPublic
 from service.api.deps import SettingsDep, StoreDep, require_read_token, require_token
-from service.datasets import UploadError, parse_upload, store_upload
-from service.store import JobNotFoundError
+from service.datasets import parse_upload, store_upload
 
 router = APIRouter(prefix="/datasets", tags=["datasets"],
                    dependencies=[Depends(require_read_token)])
@@ -32,10 +31,7 @@ async def upload_dataset(
     label (classification: integers 0..classes-1) or the target; a header row is skipped.
     ``.npz``: arrays ``x`` (rows, features) and ``y``; no pickled or object arrays."""
     body = await request.body()
-    try:
-        parsed = await run_in_threadpool(parse_upload, body, format, task)
-    except UploadError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    parsed = await run_in_threadpool(parse_upload, body, format, task)
     dataset = await run_in_threadpool(store_upload, settings.datasets_dir, name, parsed)
     store.add_dataset(dataset)
     return dataset
@@ -49,7 +45,5 @@ def list_datasets(store: StoreDep) -> list[DatasetPublic]:
 
 @router.get("/{dataset_id}")
 def read_dataset(dataset_id: str, store: StoreDep) -> DatasetPublic:
-    try:
-        return store.get_dataset(dataset_id)
-    except JobNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Dataset {dataset_id} not found") from None
+    """One uploaded dataset."""
+    return store.get_dataset(dataset_id)

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.config import Settings
 from service.models import ModelCache
+from service.runner import Runner
 from service.scheduler import Scheduler
 from service.store import SqliteJobStore
 
@@ -36,10 +37,16 @@ def get_scheduler(request: Request) -> Scheduler:
     return scheduler
 
 
+def get_runner(request: Request) -> Runner:
+    jobs_runner: Runner = request.app.state.runner
+    return jobs_runner
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[SqliteJobStore, Depends(get_store)]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
+RunnerDep = Annotated[Runner, Depends(get_runner)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from service import runner
-from service.api.deps import SchedulerDep, StoreDep
+from service.api.deps import RunnerDep, SchedulerDep, StoreDep
 
 router = APIRouter(tags=["health"])
 
@@ -20,7 +19,8 @@ class Health(BaseModel):
 
 
 @router.get("/healthz")
-def healthz(store: StoreDep, scheduler: SchedulerDep) -> Health:
-    total, free = runner.cluster_cpus()
+def healthz(store: StoreDep, scheduler: SchedulerDep, jobs_runner: RunnerDep) -> Health:
+    """Liveness, and the CPUs and jobs the service has."""
+    total, free = jobs_runner.cluster_cpus()
     return Health(status="ok", cluster_cpus=total, free_cpus=free,
                   running=scheduler.running_ids(), jobs=store.count_by_state())

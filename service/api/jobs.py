@@ -6,7 +6,7 @@ import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.data import DataMismatchError
+from common.errors import FieldError
 from common.records import StepRecord
 from common.schemas import JobPublic, JobSpec, JobState
 from service.api.deps import (
@@ -26,8 +26,9 @@ from service.api.deps import (
     require_read_token,
     require_token,
 )
-from service.scheduler import StateConflictError, SubmissionError
-from service.store import POINT_FIELDS, JobNotFoundError
+from service.errors import StateConflictError
+from service.runner import Fault
+from service.store import POINT_FIELDS
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_read_token)])
 
@@ -52,20 +53,12 @@ class Curve(BaseModel):
 
 
 def get_job(job_id: str, store: StoreDep) -> JobPublic:
-    try:
-        return store.get(job_id)
-    except JobNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Job {job_id} not found") from None
+    """The job of the path (404 when there is none)."""
+    return store.get(job_id)
 
 
 JobDep = Annotated[JobPublic, Depends(get_job)]
-
-
-def unprocessable(field: str, message: str) -> HTTPException:
-    """A 422 in FastAPI's own validation-error shape, naming the field."""
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                         [{"type": "value_error", "loc": ["body", *field.split(".")],
-                           "msg": message}])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no job with this id"}}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_token)],
@@ -73,10 +66,7 @@ def unprocessable(field: str, message: str) -> HTTPException:
                         413: {"description": "the request body is over the size limit"}})
 def submit_job(spec: JobSpec, scheduler: SchedulerDep, response: Response) -> JobPublic:
     """Queue a training job; it runs when the cluster has the CPUs its workers need."""
-    try:
-        job = scheduler.submit(spec)
-    except (SubmissionError, DataMismatchError) as exc:
-        raise unprocessable(exc.field, str(exc)) from exc
+    job = scheduler.submit(spec)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
 
@@ -123,18 +113,32 @@ def read_curve(job: JobDep, store: StoreDep, settings: SettingsDep,
                     headers={"Content-Disposition": f'attachment; filename="{job.id}.csv"'})
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse)
-async def job_events(
-        job: JobDep, store: StoreDep,
+def resume_cursor(
         since: Annotated[int | None, Query(ge=0, le=MAX_INDEX,
-                                                description="resume after this step")] = None,
-        last_event_id: Annotated[str | None, Header()] = None) -> AsyncIterator[ServerSentEvent]:
+                                           description="resume after this step")] = None,
+        last_event_id: Annotated[str | None, Header()] = None) -> int:
+    """The step an event stream resumes after: ``?since``, else ``Last-Event-ID``. Checked
+    before the stream starts, so a malformed header is a 400, not a broken stream."""
+    if since is not None:
+        return since
+    if not last_event_id:
+        return 0
+    if not last_event_id.isdigit() or int(last_event_id) > MAX_INDEX:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            f"Last-Event-ID: expected a step number 0..{MAX_INDEX}")
+    return int(last_event_id)
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse,
+            responses={**NOT_FOUND, 400: {"description": "a malformed Last-Event-ID"}})
+async def job_events(job: JobDep, store: StoreDep,
+                     cursor: Annotated[int, Depends(resume_cursor)]
+                     ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: ``points`` (new curve points, id = last step), ``state``
     (the job, on every state change) and ``restart`` (when its workers were replaced),
     in order; the stream ends when the job ends. A late subscriber first gets what it
     missed (``Last-Event-ID`` or ``?since``).
     """
-    cursor = since if since is not None else _step_of(last_event_id)
     last_state: JobState | None = None
     restarts_sent = 0
     quiet_since = asyncio.get_running_loop().time()
@@ -164,14 +168,6 @@ async def job_events(
         await asyncio.sleep(POLL_S)
 
 
-def _step_of(event_id: str | None) -> int:
-    try:
-        return min(max(0, int(event_id)), MAX_INDEX) if event_id else 0
-    except ValueError:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            "Last-Event-ID: expected a step number") from None
-
-
 class FaultRequest(BaseModel):
     """A drill: ``rank`` does ``action`` just before its step ``step``."""
 
@@ -194,11 +190,8 @@ def inject_fault(job: JobDep, fault: FaultRequest, scheduler: SchedulerDep,
         raise HTTPException(status.HTTP_403_FORBIDDEN, "fault injection is disabled "
                             "(set SYNCSGD_FAULT_INJECTION=true to allow drills)")
     if fault.rank >= job.spec.workers:
-        raise unprocessable("rank", f"job {job.id} has ranks 0..{job.spec.workers - 1}")
-    try:
-        scheduler.inject_fault(job.id, fault.rank, fault.step, fault.action)
-    except StateConflictError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        raise FieldError("rank", f"job {job.id} has ranks 0..{job.spec.workers - 1}")
+    scheduler.inject_fault(job.id, Fault(fault.rank, fault.step, fault.action))
     return fault
 
 
@@ -206,10 +199,7 @@ def inject_fault(job: JobDep, fault: FaultRequest, scheduler: SchedulerDep,
              responses={409: {"description": "the job has already ended"}})
 def cancel_job(job: JobDep, scheduler: SchedulerDep) -> JobPublic:
     """Stop a job: its workers stop between chunks and free their CPUs (state ``cancelled``)."""
-    try:
-        return scheduler.cancel(job.id)
-    except StateConflictError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return scheduler.cancel(job.id)
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT,
@@ -217,10 +207,7 @@ def cancel_job(job: JobDep, scheduler: SchedulerDep) -> JobPublic:
                responses={409: {"description": "the job is still queued or running"}})
 def delete_job(job: JobDep, scheduler: SchedulerDep, models: ModelsDep) -> Response:
     """Forget a finished job: its record, curve and weights."""
-    try:
-        scheduler.delete(job.id)
-    except StateConflictError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    scheduler.delete(job.id)
     models.forget(job.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -242,16 +229,16 @@ class Prediction(BaseModel):
 def predict(job: JobDep, request: PredictRequest, models: ModelsDep) -> Prediction:
     """Run the trained model of a succeeded job on ``inputs``."""
     if job.state != JobState.succeeded:
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            f"job {job.id} is {job.state.value}: it predicts once it succeeded")
+        raise StateConflictError(f"job {job.id} is {job.state.value}: it predicts once it "
+                                 "succeeded")
     widths = {len(row) for row in request.inputs}
     if len(widths) != 1:
-        raise unprocessable("inputs", f"rows must all have {job.spec.model.input_dim} "
-                            f"numbers; got rows of {sorted(widths)}")
+        raise FieldError("inputs", f"rows must all have {job.spec.model.input_dim} "
+                         f"numbers; got rows of {sorted(widths)}")
     try:
         outputs, net = models.predict(job.id, np.asarray(request.inputs))
     except ValueError as exc:
-        raise unprocessable("inputs", str(exc).replace("x: ", "", 1)) from exc
+        raise FieldError("inputs", str(exc).replace("x: ", "", 1)) from exc
     classes = outputs.argmax(axis=1).tolist() if net.classifies else None
     return Prediction(outputs=outputs.tolist(), classes=classes)
 
@@ -261,9 +248,9 @@ def predict(job: JobDep, request: PredictRequest, models: ModelsDep) -> Predicti
                        409: {"description": "the job has not succeeded"}})
 def download_model(job: JobDep, settings: SettingsDep) -> FileResponse:
     """The trained weights and spec, an .npz loadable with ``common.nn.Network.load``."""
-    path = settings.models_dir / f"{job.id}.npz"
+    path = settings.model_path(job.id)
     if job.state != JobState.succeeded or not path.exists():
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            f"job {job.id} is {job.state.value}: weights exist once it succeeded")
+        raise StateConflictError(f"job {job.id} is {job.state.value}: weights exist once it "
+                                 "succeeded")
     return FileResponse(path, media_type="application/octet-stream",
                         filename=f"{job.name}-{job.id}.npz")

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.cluster import compose
+
+pytestmark = pytest.mark.slow  # runs the installed commands in subprocesses
 
 ROOT = compose.ROOT
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))

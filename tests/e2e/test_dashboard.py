@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, start_server, wait_for
+from tests.e2e.helpers import Server, service_fixture
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +24,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("dashboard") / "data", ray_num_cpus=4)
-    yield srv
-    srv.stop()
+server = service_fixture("dashboard", ray_num_cpus=4)
 
 
 @pytest.fixture()

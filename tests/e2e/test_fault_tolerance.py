@@ -6,19 +6,16 @@ allows before deterministic mode exists)."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
-from tests.e2e.conftest import Server, start_server, wait_for
-from tests.e2e.test_jobs_api import collect_events
+from tests.e2e.helpers import Server, service_fixture, start_server
+from tests.helpers import collect_events, model_params, wait_for, wait_job
 
 pytestmark = pytest.mark.slow
 
@@ -34,34 +31,16 @@ SPEC = {"model": {"input_dim": 128, "layers": [{"units": 256, "activation": "rel
 TOTAL = 110
 
 
-@pytest.fixture(scope="module")
-def drills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("drills") / "data", fault_injection="true")
-    yield srv
-    srv.stop()
-
-
-def finished(server: Server, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
-    job: dict[str, Any] = wait_for(
-        lambda: (j := httpx.get(f"{server.url}/jobs/{job_id}").json())["state"] in (
-            "succeeded", "failed", "cancelled") and j, timeout_s, f"job {job_id} to end", 0.2)
-    return job
-
-
-def weights(server: Server, job_id: str) -> bytes:
-    response = httpx.get(f"{server.url}/jobs/{job_id}/model")
-    assert response.status_code == 200, response.text
-    with np.load(io.BytesIO(response.content), allow_pickle=False) as archive:
-        return bytes(archive["params"].tobytes())
+drills = service_fixture("drills", fault_injection="true")
 
 
 @pytest.fixture(scope="module")
 def reference(drills: Server) -> bytes:
     """The undisturbed run's final weights."""
     job_id = httpx.post(f"{drills.url}/jobs", json=SPEC).json()["id"]
-    job = finished(drills, job_id)
+    job = wait_job(drills.http, job_id)
     assert job["state"] == "succeeded" and job["restarts"] == 0, job
-    return weights(drills, job_id)
+    return model_params(drills.http, job_id)
 
 
 def test_a_worker_sigkilled_mid_epoch_is_replaced_and_the_job_is_unchanged(
@@ -70,8 +49,8 @@ def test_a_worker_sigkilled_mid_epoch_is_replaced_and_the_job_is_unchanged(
     armed = httpx.post(f"{drills.url}/jobs/{job_id}/faults",
                        json={"rank": 1, "step": 37, "action": "kill"})  # epoch 2, step 15 of 22
     assert armed.status_code == 202, armed.text
-    events = collect_events(drills, job_id)
-    job = finished(drills, job_id)
+    events = collect_events(drills.http, job_id)
+    job = wait_job(drills.http, job_id)
     assert job["state"] == "succeeded", job["error"]
     assert job["restarts"] == 1
     (restart,) = job["restart_log"]
@@ -80,7 +59,7 @@ def test_a_worker_sigkilled_mid_epoch_is_replaced_and_the_job_is_unchanged(
     assert [d for _, e, d in events if e == "restart"] == [restart]  # seen live, too
     curve = httpx.get(f"{drills.url}/jobs/{job_id}/curve").json()["points"]
     assert [p["step"] for p in curve] == list(range(1, TOTAL + 1))
-    assert weights(drills, job_id) == reference
+    assert model_params(drills.http, job_id) == reference
 
 
 def test_two_external_sigkills_in_one_job(drills: Server, reference: bytes) -> None:
@@ -105,13 +84,13 @@ def test_two_external_sigkills_in_one_job(drills: Server, reference: bytes) -> N
         old_groups.update(r["pid"] for r in job["ranks"])
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
-    job = finished(drills, job_id)
+    job = wait_job(drills.http, job_id)
     assert job["state"] == "succeeded", job["error"]
     assert job["restarts"] == 2
     assert all(str(pid) in r["cause"] for pid, r in zip(killed, job["restart_log"], strict=True))
     curve = httpx.get(f"{drills.url}/jobs/{job_id}/curve").json()["points"]
     assert [p["step"] for p in curve] == list(range(1, TOTAL + 1))
-    assert weights(drills, job_id) == reference
+    assert model_params(drills.http, job_id) == reference
 
 
 def test_divergence_fails_the_job_naming_the_step(drills: Server) -> None:
@@ -122,7 +101,7 @@ def test_divergence_fails_the_job_naming_the_step(drills: Server) -> None:
                      "samples": 2000, "features": 8, "outputs": 2, "task": "regression"}},
                  "epochs": 50, "workers": 2, "allreduce": "ray"}
     job_id = httpx.post(f"{drills.url}/jobs", json=diverging).json()["id"]
-    job = finished(drills, job_id)
+    job = wait_job(drills.http, job_id)
     assert job["state"] == "failed" and job["restarts"] == 0
     assert "ranks 0, 1" in job["error"] and "DivergedError: diverged at step" in job["error"]
     step = int(job["error"].split("diverged at step ")[1].split()[0])
@@ -170,13 +149,13 @@ def test_a_sigkilled_service_resumes_its_job_from_the_last_checkpoint(tmp_path: 
 
     second = start_server(data_dir)
     try:
-        job = finished(second, job_id)
+        job = wait_job(second.http, job_id)
         assert job["state"] == "succeeded", job["error"]
         after = httpx.get(f"{second.url}/jobs/{job_id}/curve").json()["points"]
         assert [p["step"] for p in after] == list(range(1, TOTAL + 1))
         # Every point written before the crash is still there, with the same loss.
         assert [p["loss"] for p in after[:len(before)]] == [p["loss"] for p in before]
-        assert weights(second, job_id) == reference
+        assert model_params(second.http, job_id) == reference
     finally:
         second.stop()
 
@@ -196,9 +175,9 @@ def test_a_stopped_service_resumes_its_running_job_when_started_again(tmp_path: 
     assert not first.ray_processes()
     second = start_server(data_dir)
     try:
-        job = finished(second, job_id)
+        job = wait_job(second.http, job_id)
         assert job["state"] == "succeeded"
-        assert weights(second, job_id) == reference
+        assert model_params(second.http, job_id) == reference
         assert not list((data_dir / "checkpoints").glob(f"{job_id}/*"))  # cleaned up
     finally:
         second.stop()

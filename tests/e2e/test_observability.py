@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import pytest
 from common.data import load_dataset
 from common.nn import Network
 from common.schemas import JobSpec
-from tests.e2e.conftest import SYNCSGD, Server, start_server, wait_for
+from tests.e2e.helpers import SYNCSGD, Server, service_fixture
+from tests.helpers import run_job, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +24,13 @@ DIGITS = {"name": "digits", "optimizer": {"lr": 0.1, "momentum": 0.9}, "epochs":
           "workers": 2, "allreduce": "mpi", "seed": 1}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("observe") / "data", log_format="json")
-    yield srv
-    srv.stop()
+server = service_fixture("observe", log_format="json")
 
 
 @pytest.fixture(scope="module")
 def digits_job(server: Server) -> dict[str, Any]:
-    job_id = httpx.post(f"{server.url}/jobs", json=DIGITS).json()["id"]
-    job: dict[str, Any] = wait_for(
-        lambda: (j := httpx.get(f"{server.url}/jobs/{job_id}").json())["state"] == "succeeded"
-        and j, 120, "the digits job", 0.2)
+    job = run_job(server.http, DIGITS)
+    assert job["state"] == "succeeded", job["error"]
     return job
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import SYNCSGD, processes_with_env, start_server, wait_for
+from tests.e2e.helpers import SYNCSGD, start_server
+from tests.helpers import wait_for
+from tests.processes import processes_with_env
 
 pytestmark = pytest.mark.slow
 

@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the installed commands in subprocesses
+
 SYNCSGD = str(Path(sys.executable).with_name("syncsgd"))
 
 

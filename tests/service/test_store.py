@@ -6,7 +6,8 @@ import pytest
 
 from common.records import StepRecord
 from common.schemas import JobSpec, JobState, RankPlacement
-from service.store import JobNotFoundError, SqliteJobStore
+from service.errors import JobNotFoundError
+from service.store import SqliteJobStore
 
 
 def record(step: int, loss: float, val: float | None = None) -> StepRecord:

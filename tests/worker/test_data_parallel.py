@@ -20,8 +20,7 @@ from common.records import StepRecord
 from common.schemas import JobSpec
 from tests.processes import process_exists
 from tests.reference import single_process_run as reference
-from worker.actor import Fault
-from worker.driver import TrainingResult, train
+from worker.driver import Recorder, TrainingResult, train
 from worker.errors import (
     GroupTimeoutError,
     JobCancelledError,
@@ -29,7 +28,8 @@ from worker.errors import (
     RankFailedError,
     ReplicaMismatchError,
 )
-from worker.group import GroupOptions, WorkerGroup
+from worker.faults import Fault, FaultPlan
+from worker.group import GroupOptions, RankInfo
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +48,16 @@ def job(**overrides: Any) -> JobSpec:
 
 
 def run_job(spec: JobSpec, options: GroupOptions | None = None,
-            groups: list[WorkerGroup] | None = None) -> tuple[TrainingResult, list[StepRecord]]:
-    records: list[StepRecord] = []
+            hooks: Recorder | None = None) -> tuple[TrainingResult, list[StepRecord]]:
+    hooks = hooks or Recorder()
     data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
-    result = train(spec, data, options or GroupOptions(), on_records=records.extend,
-                   on_started=groups.append if groups is not None else None)
-    return result, records
+    result = train(spec, data, options or GroupOptions(), hooks)
+    return result, hooks.steps
+
+
+def armed(fault: Fault) -> Recorder:
+    """Hooks that arm ``fault`` before the first chunk and record the rest."""
+    return Recorder(FaultPlan(fault))
 
 
 def alive_actor_pids() -> set[int]:
@@ -64,9 +68,9 @@ def alive_actor_pids() -> set[int]:
 
 
 
-def assert_group_gone(group: WorkerGroup, within_s: float = 10) -> None:
+def assert_group_gone(ranks: list[RankInfo], within_s: float = 10) -> None:
     """No actor of the group alive in Ray's state API, and no process of it left."""
-    pids = {r.pid for r in group.ranks}
+    pids = {r.pid for r in ranks}
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if not pids & alive_actor_pids() and not any(map(process_exists, pids)):
@@ -100,44 +104,42 @@ def test_n_workers_equal_the_single_process_reference(ray_cluster: Any, allreduc
 @pytest.mark.parametrize("allreduce", ["mpi", "ray"])
 def test_a_raising_rank_fails_the_job_fast_and_leaves_no_actor(ray_cluster: Any,
                                                                 allreduce: str) -> None:
-    groups: list[WorkerGroup] = []
+    hooks = armed(Fault(rank=1, step=5))
     spec = job(workers=2, allreduce=allreduce, epochs=5)
     began = time.monotonic()
     with pytest.raises(RankFailedError) as failure:
-        run_job(spec, GroupOptions(fault=Fault(rank=1, step=5)), groups)
+        run_job(spec, hooks=hooks)
     assert time.monotonic() - began < 30
     message = str(failure.value)
     assert "rank 1 (node " in message and "InjectedFaultError: injected fault at step 5" in message
     assert "rank 0" not in message  # rank 0 did nothing wrong: it was waiting
-    assert_group_gone(groups[0])
+    assert_group_gone(hooks.groups[0])
 
 
 def test_a_killed_worker_process_fails_the_job_naming_it(ray_cluster: Any) -> None:
     """With no restarts allowed (recovery has its own tests in test_recovery.py)."""
-    groups: list[WorkerGroup] = []
+    hooks = armed(Fault(rank=1, step=7, action="kill"))
     began = time.monotonic()
     with pytest.raises(RankFailedError, match=r"rank 1 \(node .*pid \d+\): worker process died"):
-        run_job(job(workers=2, allreduce="mpi", epochs=5, max_restarts=0),
-                GroupOptions(fault=Fault(rank=1, step=7, action="kill")), groups)
+        run_job(job(workers=2, allreduce="mpi", epochs=5, max_restarts=0), hooks=hooks)
     assert time.monotonic() - began < 30
-    assert_group_gone(groups[0])
+    assert_group_gone(hooks.groups[0])
 
 
 def test_a_hung_rank_is_a_timeout_not_a_hang(ray_cluster: Any) -> None:
-    groups: list[WorkerGroup] = []
+    hooks = armed(Fault(rank=0, step=12, action="hang"))
     began = time.monotonic()
     with pytest.raises(GroupTimeoutError, match=r"ranks \[0, 1\] did not finish within 3 s"):
         run_job(job(workers=2, allreduce="mpi", epochs=5, steps_per_chunk=10, max_restarts=0),
-                GroupOptions(chunk_timeout_s=3, fault=Fault(rank=0, step=12, action="hang")),
-                groups)
+                GroupOptions(chunk_timeout_s=3), hooks)
     assert time.monotonic() - began < 30
-    assert_group_gone(groups[0])
+    assert_group_gone(hooks.groups[0])
 
 
 def test_diverged_replicas_are_detected_by_fingerprint(ray_cluster: Any) -> None:
     with pytest.raises(ReplicaMismatchError, match=r"ranks \[1\] hold parameters different"):
         run_job(job(workers=2, allreduce="mpi", fingerprint_every=5, steps_per_chunk=5),
-                GroupOptions(fault=Fault(rank=1, step=3, action="perturb")))
+                hooks=armed(Fault(rank=1, step=3, action="perturb")))
 
 
 def test_too_many_workers_is_refused_with_the_numbers(ray_cluster: Any) -> None:
@@ -177,15 +179,15 @@ def test_mpiexec_native_launch_gives_the_same_weights(tmp_path: Path) -> None:
 
 
 def test_cancel_between_chunks_stops_the_job_and_frees_its_workers(ray_cluster: Any) -> None:
-    groups: list[WorkerGroup] = []
-    records: list[StepRecord] = []
-    spec = job(workers=2, allreduce="mpi", epochs=50, steps_per_chunk=10)
-    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
+    class CancelAfter20(Recorder):
+        def cancelled(self) -> bool:
+            return len(self.steps) >= 20
+
+    hooks = CancelAfter20()
     with pytest.raises(JobCancelledError, match="cancelled at step 20"):
-        train(spec, data, GroupOptions(), on_records=records.extend,
-              cancelled=lambda: len(records) >= 20, on_started=groups.append)
-    assert [r.step for r in records] == list(range(1, 21))
-    assert_group_gone(groups[0])
+        run_job(job(workers=2, allreduce="mpi", epochs=50, steps_per_chunk=10), hooks=hooks)
+    assert [r.step for r in hooks.steps] == list(range(1, 21))
+    assert_group_gone(hooks.groups[0])
     import ray
 
     deadline = time.monotonic() + 10  # placement groups are removed asynchronously

@@ -10,7 +10,7 @@ import pytest
 from common.data import load_dataset
 from common.records import StepRecord
 from common.schemas import JobSpec
-from worker.driver import TrainingResult, train
+from worker.driver import Recorder, TrainingResult, train
 from worker.group import GroupOptions
 
 pytestmark = pytest.mark.slow
@@ -22,10 +22,10 @@ DIGITS = {"optimizer": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}, "epoc
 
 def run(**fields: Any) -> tuple[TrainingResult, list[StepRecord]]:
     spec = JobSpec.model_validate({**DIGITS, **fields})
-    records: list[StepRecord] = []
+    hooks = Recorder()
     result = train(spec, load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype),
-                   GroupOptions(), on_records=records.extend)
-    return result, records
+                   GroupOptions(), hooks)
+    return result, hooks.steps
 
 
 def digest(result: TrainingResult) -> str:

@@ -14,9 +14,9 @@ import pytest
 from common.checkpoint import TrainingState, latest_checkpoint, list_checkpoints, save_checkpoint
 from common.data import load_dataset
 from common.schemas import JobSpec
-from worker.actor import Fault
-from worker.driver import Restart, TrainingResult, train
+from worker.driver import Recorder, Restart, TrainingResult, train
 from worker.errors import RankFailedError, RestartsExhaustedError
+from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions
 
 pytestmark = pytest.mark.slow
@@ -29,55 +29,57 @@ SPEC = JobSpec.model_validate({
     "max_restarts": 3})  # 15 steps an epoch, 45 in all
 
 
+class FaultAfterRestart(Recorder):
+    """Arms ``first`` in the first group, then each of ``later`` once a group was replaced."""
+
+    def __init__(self, first: Fault | None, later: list[Fault]):
+        super().__init__(FaultPlan(first) if first is not None else None)
+        self.later = list(later)
+
+    def faults(self) -> list[Fault]:
+        if self.later and self.restarts:
+            return [self.later.pop(0)]
+        return super().faults()
+
+
 def run(spec: JobSpec = SPEC, fault: Fault | None = None, later: list[Fault] | None = None,
-        resume: TrainingState | None = None) -> tuple[TrainingResult, dict[str, Any]]:
-    seen: dict[str, Any] = {"records": [], "checkpoints": [], "restarts": []}
-    pending = list(later or [])
-
-    def pending_faults() -> list[Fault]:
-        # Arm the next fault only once the group has been replaced.
-        if pending and seen["restarts"]:
-            return [pending.pop(0)]
-        return []
-
+        resume: TrainingState | None = None) -> tuple[TrainingResult, Recorder]:
+    hooks = FaultAfterRestart(fault, later or [])
     result = train(spec, load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype),
-                   GroupOptions(fault=fault), on_records=seen["records"].extend,
-                   on_checkpoint=seen["checkpoints"].append,
-                   on_restart=seen["restarts"].append, pending_faults=pending_faults,
-                   resume=resume)
-    return result, seen
+                   GroupOptions(), hooks, resume=resume)
+    return result, hooks
 
 
 @pytest.fixture(scope="module")
-def undisturbed(ray_cluster: Any) -> tuple[TrainingResult, dict[str, Any]]:
+def undisturbed(ray_cluster: Any) -> tuple[TrainingResult, Recorder]:
     return run()
 
 
 def test_checkpoints_fall_on_every_nth_step_and_at_the_end(undisturbed: Any) -> None:
     result, seen = undisturbed
-    assert [c.step for c in seen["checkpoints"]] == list(range(5, 46, 5))
-    assert result.restarts == 0 and seen["restarts"] == []
-    np.testing.assert_array_equal(seen["checkpoints"][-1].params, result.params)
+    assert [c.step for c in seen.checkpoints] == list(range(5, 46, 5))
+    assert result.restarts == 0 and seen.restarts == []
+    np.testing.assert_array_equal(seen.checkpoints[-1].params, result.params)
 
 
 def test_a_sigkilled_worker_is_replaced_and_the_run_is_unchanged(undisturbed: Any) -> None:
     result, seen = run(fault=Fault(rank=1, step=13, action="kill"))
     assert result.restarts == 1
-    (restart,) = seen["restarts"]
+    (restart,) = seen.restarts
     assert isinstance(restart, Restart) and restart.from_step == 10
     assert "rank 1 (node" in restart.cause and "worker process died" in restart.cause
-    assert [r.step for r in seen["records"]] == list(range(1, 46))  # one point per step
+    assert [r.step for r in seen.steps] == list(range(1, 46))  # one point per step
     reference, reference_seen = undisturbed
     assert result.params.tobytes() == reference.params.tobytes()
-    assert [r.loss for r in seen["records"]] == [r.loss for r in reference_seen["records"]]
+    assert [r.loss for r in seen.steps] == [r.loss for r in reference_seen.steps]
 
 
 def test_two_kills_in_one_job(undisturbed: Any) -> None:
     result, seen = run(fault=Fault(rank=0, step=8, action="kill"),
                        later=[Fault(rank=1, step=31, action="kill")])
     assert result.restarts == 2
-    assert [r.from_step for r in seen["restarts"]] == [5, 30]
-    assert [r.step for r in seen["records"]] == list(range(1, 46))
+    assert [r.from_step for r in seen.restarts] == [5, 30]
+    assert [r.step for r in seen.steps] == list(range(1, 46))
     assert result.params.tobytes() == undisturbed[0].params.tobytes()
 
 
@@ -93,18 +95,16 @@ def test_restarts_run_out_with_what_died_where_and_when(ray_cluster: Any) -> Non
 
 def test_a_rank_that_raises_is_not_retried(ray_cluster: Any) -> None:
     """Bad data or a bug would raise again after a restore: fail at once instead."""
-    restarts: list[Restart] = []
+    hooks = Recorder(FaultPlan(Fault(rank=1, step=4, action="raise")))
     with pytest.raises(RankFailedError, match="InjectedFaultError"):
-        train(SPEC, load_dataset(SPEC.data, seed=SPEC.seed), GroupOptions(
-              fault=Fault(rank=1, step=4, action="raise")), on_records=lambda r: None,
-              on_restart=restarts.append)
-    assert restarts == []
+        train(SPEC, load_dataset(SPEC.data, seed=SPEC.seed), GroupOptions(), hooks)
+    assert hooks.restarts == []
 
 
 def test_resuming_from_a_checkpoint_file_finishes_the_same_run(undisturbed: Any,
                                                                 tmp_path: Path) -> None:
     _, seen = undisturbed
-    for state in seen["checkpoints"][:4]:  # as if the service died after step 20
+    for state in seen.checkpoints[:4]:  # as if the service died after step 20
         save_checkpoint(tmp_path, state, keep=3)
     assert [p.name for p in list_checkpoints(tmp_path)] == [
         "step-0000000010.npz", "step-0000000015.npz", "step-0000000020.npz"]
@@ -113,7 +113,7 @@ def test_resuming_from_a_checkpoint_file_finishes_the_same_run(undisturbed: Any,
     state, _ = found
     assert state.step == 20 and set(state.optimizer) == {"m", "v", "t"}
     result, resumed = run(resume=state)
-    assert [r.step for r in resumed["records"]] == list(range(21, 46))
+    assert [r.step for r in resumed.steps] == list(range(21, 46))
     assert result.params.tobytes() == undisturbed[0].params.tobytes()
 
 

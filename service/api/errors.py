@@ -1,0 +1,32 @@
+"""Domain errors to HTTP answers, each in one place. Every 422 has FastAPI's own
+validation shape: ``{"detail": [{"type", "loc", "msg"}]}``, ``loc`` naming the field."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+from common.errors import FieldError
+from service.errors import NotFoundError, StateConflictError
+
+
+def field_error_body(error: FieldError) -> dict[str, object]:
+    """The 422 body naming ``error.field`` under ``body``."""
+    return {"detail": [{"type": "value_error", "loc": ["body", *error.field.split(".")],
+                        "msg": str(error)}]}
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(StateConflictError)
+    async def conflict(request: Request, exc: StateConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(FieldError)
+    async def refused_field(request: Request, exc: FieldError) -> JSONResponse:
+        return JSONResponse(field_error_body(exc), status.HTTP_422_UNPROCESSABLE_CONTENT)

@@ -1,0 +1,45 @@
+"""The app in this process: ``create_app`` with an in-process runner and a real SQLite file,
+driven through FastAPI's ``TestClient``. No Ray, no subprocess, no port: the API's surface
+(every 4xx, auth, limits, the OpenAPI document, the curve, SSE framing) in milliseconds.
+What only real processes show (MPI and gloo, kills, crash recovery, the browser, several
+nodes) is tested in tests/e2e, tests/worker and tests/cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.main import create_app
+from service.runner import InProcessRunner
+
+AppFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[AppFactory]:
+    """``make_app(cpus=2, **settings)``: a started app on a fresh data dir; stopped after
+    the test. ``settings`` are :class:`Settings` fields."""
+    clients: list[TestClient] = []
+
+    def make(cpus: float = 2, **settings: Any) -> TestClient:
+        config = Settings(_env_file=None, data_dir=tmp_path / f"data{len(clients)}",
+                          **settings)  # type: ignore[call-arg]
+        client = TestClient(create_app(config, runner=InProcessRunner(config, cpus=cpus)))
+        client.__enter__()  # runs the lifespan: store, scheduler
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api(make_app: AppFactory) -> TestClient:
+    """The app with default settings on a pretend cluster of 2 CPUs."""
+    return make_app()

@@ -1,0 +1,284 @@
+"""The HTTP API's surface, in process (see conftest): what users send and what they get
+back, every 4xx the docs list, auth, limits, the curve in JSON, CSV and SSE. The weights a
+job returns are checked against the single-process trainer, an independent path."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from common.nn import Network
+from common.schemas import JobSpec
+from service.store import POINT_FIELDS
+from tests.helpers import (
+    collect_events,
+    four_class_csv,
+    npz,
+    run_job,
+    streamed_steps,
+    wait_job,
+)
+from tests.reference import single_process_run
+from tests.service.conftest import AppFactory
+
+SMALL: dict[str, Any] = {
+    "model": {"input_dim": 64, "layers": [{"units": 16, "activation": "relu"},
+                                          {"units": 10, "activation": "softmax"}]},
+    "optimizer": {"lr": 0.1, "momentum": 0.9}, "epochs": 2, "workers": 2, "allreduce": "mpi"}
+#: Runs until cancelled (115,000 steps).
+ENDLESS = {**SMALL, "epochs": 5000}
+
+
+def test_a_job_runs_and_serves_its_curve_model_and_predictions(api: TestClient) -> None:
+    response = api.post("/jobs", json=SMALL)
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    assert response.headers["location"] == f"/jobs/{job_id}"
+    done = wait_job(api, job_id)
+    assert done["state"] == "succeeded" and done["step"] == done["total_steps"] == 46
+    assert done["val_accuracy"] > 0.8 and done["finished_at"] >= done["started_at"]
+
+    params, records = single_process_run(JobSpec.model_validate(SMALL))
+    curve = api.get(f"/jobs/{job_id}/curve").json()["points"]
+    assert [p["step"] for p in curve] == list(range(1, 47))
+    assert [p["loss"] for p in curve] == [r.loss for r in records]
+    model = Network.load(io.BytesIO(api.get(f"/jobs/{job_id}/model").content))
+    assert model.params.tobytes() == params.tobytes()
+
+    page = api.get(f"/jobs/{job_id}/curve", params={"since": 40, "limit": 3}).json()
+    assert [p["step"] for p in page["points"]] == [41, 42, 43]
+    table = api.get(f"/jobs/{job_id}/curve", params={"format": "csv"})
+    assert table.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(table.text)))
+    assert tuple(rows[0]) == POINT_FIELDS and len(rows) == 47
+    assert float(rows[-1][2]) == pytest.approx(curve[-1]["loss"])
+
+    x = np.asarray([[float(v) for v in range(64)]] * 3)
+    predicted = api.post(f"/jobs/{job_id}/predict", json={"inputs": x.tolist()}).json()
+    assert len(predicted["classes"]) == 3 and len(predicted["outputs"][0]) == 10
+    np.testing.assert_allclose(predicted["outputs"], model.predict(x), rtol=1e-6)
+
+
+def test_the_event_stream_sends_points_then_the_end_and_resumes_where_asked(
+        api: TestClient) -> None:
+    job_id = run_job(api, SMALL)["id"]
+    events = collect_events(api, job_id)
+    assert streamed_steps(events) == list(range(1, 47))
+    states = [data["state"] for _, event, data in events if event == "state"]
+    assert states == ["succeeded"]
+    late = collect_events(api, job_id, headers={"Last-Event-ID": "40"})
+    assert streamed_steps(late) == list(range(41, 47))
+    assert streamed_steps(collect_events(api, job_id, params={"since": 44})) == [45, 46]
+
+
+def test_jobs_list_newest_first_in_pages_and_by_state(api: TestClient) -> None:
+    ids = [run_job(api, {**SMALL, "epochs": 1, "name": f"n{i}"})["id"] for i in range(3)]
+    api.post(f"/jobs/{ids[0]}/cancel")  # already ended: a 409, nothing changes
+    page = api.get("/jobs", params={"limit": 2, "offset": 1}).json()
+    assert page["total"] == 3 and [j["id"] for j in page["items"]] == [ids[1], ids[0]]
+    assert api.get("/jobs", params={"state": "succeeded"}).json()["total"] == 3
+    assert api.get("/jobs", params={"state": "queued"}).json()["total"] == 0
+    assert api.get("/jobs/defaults").json() == JobSpec().model_dump(mode="json")
+
+
+NOT_FOUND = [("GET", "/jobs/job_nope"), ("GET", "/jobs/job_nope/curve"),
+             ("GET", "/jobs/job_nope/events"), ("POST", "/jobs/job_nope/cancel"),
+             ("DELETE", "/jobs/job_nope"), ("GET", "/jobs/job_nope/model"),
+             ("POST", "/jobs/job_nope/predict"), ("POST", "/jobs/job_nope/faults")]
+
+
+def test_every_unknown_id_is_a_404_naming_it(make_app: AppFactory) -> None:
+    api = make_app(fault_injection=True)
+    bodies = {"/jobs/job_nope/predict": {"inputs": [[0.0] * 64]},
+              "/jobs/job_nope/faults": {"rank": 0, "step": 1}}
+    for method, path in NOT_FOUND:
+        response = api.request(method, path, json=bodies.get(path))
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json() == {"detail": "Job job_nope not found"}
+    missing = api.get("/datasets/ds_0000000000000000")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Dataset ds_0000000000000000 not found"}
+
+
+BAD_FIELDS = [
+    ({"optimizer": {"lr": -1}}, ["body", "optimizer", "lr"], "greater than 0"),
+    ({"model": {"input_dim": 64, "layers": [{"units": 0}]}},
+     ["body", "model", "layers", 0, "units"], "greater than or equal to 1"),
+    ({"model": {"input_dim": 32, "layers": [{"units": 10, "activation": "softmax"}]}},
+     ["body", "model", "input_dim"], "is 32 but dataset 'digits' has 64 features"),
+    ({"epochz": 3}, ["body", "epochz"], "Extra inputs are not permitted"),
+    ({"allreduce": "nccl"}, ["body", "allreduce"], "'mpi', 'ray' or 'local'"),
+    ({"workers": 100}, ["body", "workers"], "over the limit of 16 (SYNCSGD_MAX_WORKERS_PER_JOB)"),
+    ({"workers": 3}, ["body", "workers"], "3 x 1 CPU asked, the cluster has 2 CPUs"),
+    ({"model": {"input_dim": 64, "layers": [{"units": 65536}, {"units": 65536},
+                                            {"units": 10, "activation": "softmax"}]}},
+     ["body", "model"], "(SYNCSGD_MAX_PARAMETERS)"),
+    ({"epochs": 10000, "data": {"dataset": "synthetic", "synthetic": {
+        "samples": 1_000_000, "features": 64, "outputs": 10}}}, ["body", "epochs"],
+     "(SYNCSGD_MAX_EPOCH_SAMPLES)"),
+    ({"model": {"input_dim": 6000, "layers": [{"units": 2, "activation": "softmax"}]},
+      "data": {"dataset": "synthetic", "synthetic": {"samples": 20_000, "features": 6000,
+                                                     "outputs": 2}}},
+     ["body", "data"], "(SYNCSGD_MAX_DATASET_VALUES)"),
+    ({"data": {"dataset": "ds_0000000000000000"}}, ["body", "data", "dataset"],
+     "no dataset 'ds_0000000000000000' has been uploaded"),
+    ({"workers": 2, "deterministic": True, "micro_shards": 1}, ["body"],
+     "deterministic mode needs at least one per worker"),
+]
+
+
+def test_a_refused_spec_is_a_422_naming_the_field_and_stores_nothing(api: TestClient) -> None:
+    for override, loc, message in BAD_FIELDS:
+        response = api.post("/jobs", json={**SMALL, **override})
+        assert response.status_code == 422, (override, response.text)
+        errors = response.json()["detail"]
+        assert any(e["loc"] == loc and message in e["msg"] for e in errors), (override, errors)
+    broken = api.post("/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 422 and broken.json()["detail"][0]["type"] == "json_invalid"
+    overflow = api.get("/jobs", params={"offset": 2**70})
+    assert overflow.status_code == 422
+    assert overflow.json()["detail"][0]["loc"] == ["query", "offset"]
+    assert api.get("/jobs").json()["total"] == 0
+
+
+BAD_UPLOADS = [
+    ("csv", b"1,2,0\n3,nan,1\n", ["body", "x"], "x: contains NaN or inf (first in row 2)"),
+    ("csv", b"1,2,0\n3,inf,1\n", ["body", "x"], "x: contains NaN or inf (first in row 2)"),
+    ("csv", b"1,2,0\n3,4\n", ["body", "file"], "row 2: has 2 values, expected 3 (ragged rows)"),
+    ("csv", b"1,2,0\n3,4,-1\n", ["body", "y"], "y: class labels must be integers in [0, 65536)"),
+    ("csv", b"1,2,0\n3,4,1.5\n", ["body", "y"], "y: class labels must be integers"),
+    ("csv", b"1,2,0\n3,abc,1\n", ["body", "file"], "row 2, column 2: 'abc' is not a number"),
+    ("csv", b"\xff\xfe\x00", ["body", "file"], "file: not UTF-8 text"),
+    ("csv", b"", ["body", "file"], "file: no data rows"),
+    ("csv", b'1,2,0\n"3,4,1\n', ["body", "file"], "not valid CSV"),
+    ("npz", npz(x=np.array([[1, None], [2, 3]], dtype=object), y=np.array([0, 1])),
+     ["body", "npz"], "npz: object arrays (pickle) are not accepted"),
+    ("npz", npz(x=np.ones((3, 2))), ["body", "npz"], "needs arrays 'x' and 'y'; missing ['y']"),
+    ("npz", npz(x=np.ones((3, 2)), y=np.array(["a", "b", "c"])), ["body", "y"],
+     "y: must be numbers"),
+    ("npz", npz(x=np.ones((3, 2)), y=np.array([0, 1])), ["body", "y"], "y: has 2 rows, x has 3"),
+    ("npz", b"PK\x03\x04 not really a zip", ["body", "file"], "file: not a valid .npz archive"),
+]
+
+
+def test_a_refused_upload_is_a_422_naming_the_problem_and_stores_nothing(
+        make_app: AppFactory) -> None:
+    api = make_app(max_upload_bytes=200_000)
+    for fmt, body, loc, message in BAD_UPLOADS:
+        response = api.post("/datasets", content=body, params={"name": "t", "format": fmt})
+        assert response.status_code == 422, (message, response.text)
+        (error,) = response.json()["detail"]
+        assert error["loc"] == loc and message in error["msg"], (message, error)
+    pickled = io.BytesIO()  # an object array, which .npy stores as a pickle: never loaded
+    np.lib.format.write_array(pickled, np.array([{"evil": 1}], dtype=object))
+    assert api.post("/datasets", content=pickled.getvalue(),
+                    params={"name": "t", "format": "npz"}).status_code == 422
+    too_big = api.post("/datasets", content=b"1,2,0\n" * 40_000, params={"name": "t"})
+    assert too_big.status_code == 413 and "SYNCSGD_MAX_UPLOAD_BYTES" in too_big.text
+    assert api.get("/datasets").json() == []
+
+
+def test_an_upload_is_a_dataset_jobs_can_name(api: TestClient) -> None:
+    created = api.post("/datasets", content=four_class_csv(), params={"name": "four"})
+    assert created.status_code == 201, created.text
+    dataset = created.json()
+    assert (dataset["rows"], dataset["features"], dataset["classes"]) == (300, 5, 4)
+    assert api.get(f"/datasets/{dataset['id']}").json() == dataset
+    spec = {**SMALL, "model": {"input_dim": 5, "layers": [
+        {"units": 16, "activation": "tanh"}, {"units": 4, "activation": "softmax"}]},
+        "data": {"dataset": dataset["id"]}, "epochs": 20, "batch_size": 32}
+    assert run_job(api, spec)["val_accuracy"] > 0.85
+    wrong = api.post("/jobs", json={**spec, "model": {**spec["model"], "input_dim": 6}})
+    assert wrong.status_code == 422 and "has 5 features" in wrong.json()["detail"][0]["msg"]
+
+
+def test_conflicts_with_a_job_s_state_are_409s(make_app: AppFactory) -> None:
+    api = make_app(fault_injection=True)
+    running = api.post("/jobs", json=ENDLESS).json()["id"]
+    wait_job(api, running, {"running"})
+    for method, path, body, message in [
+            ("DELETE", f"/jobs/{running}", None, "is running; cancel it first"),
+            ("GET", f"/jobs/{running}/model", None, "weights exist once it succeeded"),
+            ("POST", f"/jobs/{running}/predict", {"inputs": [[0.0] * 64]},
+             "it predicts once it succeeded"),
+            ("POST", "/verify", {"spec": SMALL, "workers": 2, "steps": 2},
+             "workers: 2 x 1 CPU needed, 0 free now (running jobs hold the rest)")]:
+        response = api.request(method, path, json=body)
+        assert response.status_code == 409, (path, response.text)
+        assert message in response.json()["detail"]
+    assert api.post(f"/jobs/{running}/cancel").status_code == 200
+    assert wait_job(api, running)["state"] == "cancelled"
+    again = api.post(f"/jobs/{running}/cancel")
+    assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
+    late = api.post(f"/jobs/{running}/faults", json={"rank": 0, "step": 1})
+    assert late.status_code == 409 and "faults go to queued or running jobs" in late.text
+    assert api.delete(f"/jobs/{running}").status_code == 204
+    assert api.get(f"/jobs/{running}").status_code == 404
+
+
+def test_other_refusals_name_the_field_or_the_setting(make_app: AppFactory) -> None:
+    api = make_app(max_request_bytes=4096)
+    job_id = run_job(api, SMALL)["id"]
+    huge = api.post("/jobs", content=b"{" + b" " * 8192 + b"}",
+                    headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "SYNCSGD_MAX_REQUEST_BYTES" in huge.json()["detail"]
+    ragged = api.post(f"/jobs/{job_id}/predict", json={"inputs": [[0.0] * 64, [0.0] * 3]})
+    assert ragged.status_code == 422 and ragged.json()["detail"][0]["loc"] == ["body", "inputs"]
+    narrow = api.post(f"/jobs/{job_id}/predict", json={"inputs": [[0.0] * 3]})
+    assert narrow.status_code == 422 and "expected shape (n, 64)" in narrow.text
+    drill = api.post(f"/jobs/{job_id}/faults", json={"rank": 0, "step": 1})
+    assert drill.status_code == 403 and "SYNCSGD_FAULT_INJECTION" in drill.text
+    bad_id = api.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": "C7+MA}2G"})
+    assert bad_id.status_code == 400 and "Last-Event-ID" in bad_id.json()["detail"]
+    verify = api.post("/verify", json={"spec": SMALL, "workers": 3, "steps": 2})
+    assert verify.status_code == 422
+    assert verify.json()["detail"][0]["loc"] == ["body", "spec", "workers"]
+
+
+def test_a_drill_kill_restarts_the_job_which_ends_with_every_step_once(
+        make_app: AppFactory) -> None:
+    """In process, a ``kill`` is reported as the rank's death (the real SIGKILL is in
+    tests/e2e/test_fault_tolerance.py); the driver restores from the last checkpoint."""
+    api = make_app(cpus=1, fault_injection=True)
+    blocker = api.post("/jobs", json={**ENDLESS, "workers": 1}).json()["id"]
+    spec = {**SMALL, "workers": 1, "epochs": 4, "checkpoint_every": 20, "steps_per_chunk": 5}
+    job_id = api.post("/jobs", json=spec).json()["id"]
+    assert api.get(f"/jobs/{job_id}").json()["state"] == "queued"  # armed before it starts
+    wrong_rank = api.post(f"/jobs/{job_id}/faults", json={"rank": 1, "step": 30})
+    assert wrong_rank.status_code == 422 and "has ranks 0..0" in wrong_rank.text
+    assert api.post(f"/jobs/{job_id}/faults", json={"rank": 0, "step": 30}).status_code == 202
+    api.post(f"/jobs/{blocker}/cancel")
+    done = wait_job(api, job_id)
+    assert done["state"] == "succeeded" and done["restarts"] == 1
+    assert done["restart_log"][0]["from_step"] == 20
+    assert "worker process died" in done["restart_log"][0]["cause"]
+    curve = api.get(f"/jobs/{job_id}/curve").json()["points"]
+    assert [p["step"] for p in curve] == list(range(1, 93))
+    params, _ = single_process_run(JobSpec.model_validate(spec))
+    model = Network.load(io.BytesIO(api.get(f"/jobs/{job_id}/model").content))
+    assert model.params.tobytes() == params.tobytes()  # the restart changed nothing
+
+
+def test_a_token_guards_every_operation_but_liveness_and_metrics(make_app: AppFactory) -> None:
+    api = make_app(token="s3cret", auth_reads=True)
+    good = {"Authorization": "Bearer s3cret"}
+    job_id = api.post("/jobs", json=SMALL, headers=good).json()["id"]
+    paths = api.get("/openapi.json").json()["paths"]
+    open_ops = []
+    for path, operations in paths.items():
+        for method in operations:
+            url = path.replace("{job_id}", job_id).replace("{dataset_id}", "ds_0")
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+                response = api.request(method.upper(), url, headers=headers, json={})
+                if response.status_code != 401:
+                    open_ops.append((method.upper(), path))
+                    break
+                assert response.headers["www-authenticate"] == "Bearer"
+    assert sorted(open_ops) == [("GET", "/healthz"), ("GET", "/metrics")]
+    assert len(paths) >= 12
+    assert api.get(f"/jobs/{job_id}", headers=good).status_code == 200
