@@ -13,13 +13,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from bench import docs
 from bench.machine import machine_info
 
 OUT = Path(__file__).resolve().parent / "out" / "report.json"
 ENGINE_GOALS = {"784-1024-1024-10": 1 / 0.9, "64-128-10": 2.0}  # step <= 0.9x, <= 0.5x torch
+
+
+def git_commit() -> str | None:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=False)
+    return done.stdout.strip() or None
 
 
 def run_json(*module_args: str) -> dict[str, Any]:
@@ -72,7 +80,8 @@ def main() -> None:
     rows += deterministic
     rows += run_mpiexec_json("bench.overlap")["results"]
     rows += run_json("bench.end_to_end")["results"]
-    report = {"machine": machine_info(), "results": rows,
+    report = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
+              "machine": machine_info(), "results": rows,
               "profile_step": run_json("bench.profile_step")}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2))
@@ -84,6 +93,7 @@ def main() -> None:
         print(f"{r['name']:<{width}}  {r['project']:>10.4g}  {r['reference']:>10.4g}  "
               f"{r['unit']:<8} {r['ratio']:>6.2f}  {goal}{met}")
     print(f"\nwrote {OUT}")
+    docs.main()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Cluster nodes on one machine: one network namespace per node, joined by a bridge.
 
-The rules (DESIGN.md, "Multi-node on one machine", network safety):
+The rules (docs/testing.md, "Multi-node on one machine", network safety):
 - the bridge lives in a namespace of its own; every node namespace has ``lo`` up and an
   ``eth0`` (a veth whose other end is on the bridge) with its own address;
 - traffic goes only to loopback or to these namespaces: every client runs INSIDE a

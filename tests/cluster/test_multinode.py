@@ -1,5 +1,5 @@
 """A real multi-node Ray cluster on one machine: the docker-compose topology in network
-namespaces (no Docker engine here; DESIGN.md "Multi-node on one machine").
+namespaces (no Docker engine here; docs/testing.md, "Multi-node on one machine").
 
 Nodes: ``head`` (Ray head with 0 CPUs, and the API), ``worker1`` and ``worker2`` (Ray
 workers with 2 CPUs each), ``client`` (where every HTTP request and ``mpiexec`` start).

@@ -2,7 +2,7 @@
 
 Under ``mpiexec`` the communicator is simply ``COMM_WORLD``. Ray actors are
 started without mpiexec, each as its own 1-process MPI world; they grow one
-communicator through MPI ports, one newcomer at a time (DESIGN.md):
+communicator through MPI ports, one newcomer at a time (docs/architecture.md):
 
 1. rank 0 opens a port (its name carries rank 0's address);
 2. for r = 1 .. W-1: the current members ``Accept`` on that port together while

@@ -1,0 +1,138 @@
+"""Write ``docs/benchmarks.md`` from ``bench/out/report.json`` (what ``make bench`` wrote).
+
+    python -m bench.docs            # after make bench; make bench runs it too
+
+Every figure on that page comes from the report; the prose around them is here.
+``render`` is pure, so a test can check that the page is the report's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "bench" / "out" / "report.json"
+PAGE = ROOT / "docs" / "benchmarks.md"
+
+INTRO = """# Benchmarks
+
+`make bench` runs every benchmark in one run, each beside its reference, writes
+`bench/out/report.json` and then this page (`python -m bench.docs`): every figure
+here comes from that report. It installs the `bench` extra (torch 2.13.0,
+`ray[train]` 2.60.0, pyinstrument). `ratio` always reads "times better than the
+reference" (reference / project for times, project / reference for rates), so
+`ratio >= goal` means the goal is met. Each figure is a median. The machines are
+shared and their CPU model changes between sessions, so compare ratios measured
+in one run, never absolute figures across runs.
+"""
+
+EXPLAINED = """## What each benchmark is
+
+- **engine step**: forward, backward and the SGD update of one MLP in one
+  process (`python -m bench.engine`), against the same step in PyTorch in its
+  own process (`bench.torch_step`). "GEMMs alone" times only the step's matrix
+  products, with numpy's BLAS and with torch's: the floor for either engine.
+  "share of numpy's matmul rate" is the step's GEMM FLOPs over its whole time,
+  against numpy's rate on the same GEMMs called alone.
+- **allreduce**: the project's all-reduce between 2 Ray actors against raw
+  mpi4py under `mpiexec` and raw `torch.distributed` gloo (`bench.allreduce`).
+- **scaling**: real jobs on the embedded Ray, 1 and 2 workers, steps per
+  second after the first chunk, with rank 0's step split (`bench.scaling`).
+- **deterministic**: the cost of `"deterministic": true` against normal mode,
+  in turns in one process, and for 2 workers over MPI (`bench.deterministic`).
+- **overlapped buckets**: per-layer `Iallreduce` during backward against one
+  flat call, under `mpiexec` with no Ray (`bench.overlap`).
+- **end to end**: the whole product (`bench.end_to_end`): from `POST /jobs` of
+  the 784-1024-1024-10 MLP (SGD with momentum, global batch 512, 2 workers over
+  MPI) to the end of its event stream, against Ray Train's `TorchTrainer` (2
+  gloo workers, from `fit()`) and torch DDP (2 processes) on the same model,
+  data, batch split and epochs. Runs are interleaved, 3 of each.
+"""
+
+BOUNDS = """## What bounds the goals missed in this run
+
+- **Small net, share of the matmul rate.** The step's GEMMs alone take
+  {small_gemm_ms:.3f} ms of its {small_step_ms:.3f} ms; the rest is the fixed cost of
+  about 25 numpy calls. The step is still {small_vs_torch:.1f}x faster than PyTorch's.
+- **Scaling.** Rank 0's median step split (ms) shows where the time goes:
+{scaling_splits}
+  Every replica updates every parameter (the update does not shrink with more
+  workers) and the two cores share memory bandwidth; gloo's all-reduce costs
+  more than MPI's.
+- **Deterministic mode.** Each micro-shard is its own set of GEMMs (same
+  shapes wherever it runs), which costs more than one GEMM over a rank's
+  rows, plus one pass per micro-shard to make the gradients whole numbers:
+  see [deterministic.md](deterministic.md). Fewer micro-shards cost less.
+"""
+
+
+def render(report: dict[str, Any]) -> str:
+    """The page, from a report as ``bench.report`` writes it."""
+    rows = report["results"]
+    parts = [INTRO, _run_line(report), _table(rows), EXPLAINED]
+    missed = [r for r in rows if r.get("goal") is not None and r["ratio"] < r["goal"]]
+    if missed:
+        parts.append(_bounds(rows))
+    parts.append(_profile(report.get("profile_step")))
+    return "\n".join(part.rstrip("\n") + "\n" for part in parts if part)
+
+
+def _run_line(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    blas = ", ".join(f"{b['api']} {b['version']} ({b['architecture']} kernel)" for b in m["blas"])
+    when = f"on {report['date']}" if report.get("date") else "(date not recorded)"
+    commit = f" at commit `{report['commit']}`" if report.get("commit") else ""
+    cpu = m.get("cpu", "an unrecorded CPU")
+    note = f"\n\n{report['note']}" if report.get("note") else ""
+    return (f"## This run\n\nMeasured {when}{commit} on {cpu}, {m['cores']} cores, Python "
+            f"{m['python']}, numpy {m['numpy']} with {blas}, float32.{note}\n")
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| benchmark | project | reference | unit | ratio | goal |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        goal = "" if r.get("goal") is None else f"{r['goal']:.2f}" + (
+            "" if r["ratio"] >= r["goal"] else " (missed)")
+        against = f" ({r['reference_is']})" if r.get("reference_is") else ""
+        lines.append(f"| {r['name']} | {r['project']:.4g} | {r['reference']:.4g}{against} | "
+                     f"{r['unit']} | {r['ratio']:.2f} | {goal} |")
+    return "## Results\n\n" + "\n".join(lines) + "\n"
+
+
+def _bounds(rows: list[dict[str, Any]]) -> str:
+    def row(prefix: str) -> dict[str, Any]:
+        return next(r for r in rows if r["name"].startswith(prefix))
+
+    step = row("engine step 64-128-10 batch 64, 1 thr")
+    gemm = row("engine step 64-128-10 batch 64, 1 thr: GEMMs alone")
+    splits = "\n".join(
+        f"  - {r['name'].removeprefix('scaling ')}: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in r["step_split_ms"].items())
+        for r in rows if "step_split_ms" in r)
+    return BOUNDS.format(small_gemm_ms=gemm["project"], small_step_ms=step["project"],
+                         small_vs_torch=step["ratio"], scaling_splits=splits)
+
+
+def _profile(profile: dict[str, Any] | None) -> str:
+    if not profile:
+        return ""
+    shares = "\n".join(f"| `{name}` | {share:.1%} |"
+                       for name, share in profile["share_by_function"].items())
+    return (f"## Where the large net's step goes\n\n`python -m bench.profile_step` "
+            f"(pyinstrument), {profile['ms_per_step']:.1f} ms a step at 1 thread:\n\n"
+            f"| function | share of the step |\n|---|---|\n{shares}\n")
+
+
+def main() -> None:
+    if not REPORT.exists():
+        sys.exit(f"{REPORT.relative_to(ROOT)} is missing: run make bench first")
+    PAGE.write_text(render(json.loads(REPORT.read_text())))
+    print(f"wrote {PAGE.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
