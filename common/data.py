@@ -1,27 +1,31 @@
-"""Datasets and the deterministic order and sharding of their samples.
+"""A job's data: the stored dataset, its train/validation split, the sample order, the
+preprocessing, and the deterministic sharding that data parallelism relies on.
 
-The data order depends only on ``(seed, epoch)``, never on the number of
-workers: every rank computes the same permutation, cuts the same global
-batches from it, and takes its own contiguous part of each. That is what lets
-N workers reproduce the 1-worker run.
+Every dataset is a layout on disk (:mod:`common.dataset_files`), memory-mapped; a rank
+gathers only the rows of its own part of each global batch. The sample order depends
+only on ``(seed, epoch)``, never on the number of workers: every rank computes the same
+order, cuts the same global batches from it, and takes its own contiguous part of each.
+That is what lets N workers reproduce the 1-worker run.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from common.builtin_data import default_datasets_dir, materialize
+from common.dataset_files import StoredDataset, open_layout, write_layout
 from common.errors import FieldError
+from common.preprocessing import Preprocessing, fit_standardization
 from common.schemas import DataSpec, DTypeName, JobSpec, SyntheticSpec
 
 Array = npt.NDArray[Any]
+DATASET_ID = re.compile(r"ds_[0-9a-f]{16}")
 
 
 class DataMismatchError(FieldError):
@@ -30,7 +34,7 @@ class DataMismatchError(FieldError):
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a job needs to know about its data before any of it is built."""
+    """What a job needs to know about its data before any of it is read."""
 
     name: str
     features: int
@@ -39,98 +43,178 @@ class DatasetInfo:
     n_train: int
     n_val: int
 
-    @property
-    def values(self) -> int:
-        """Feature values in all: what the data costs in memory, per copy."""
-        return (self.n_train + self.n_val) * self.features
-
 
 @dataclass(frozen=True)
-class Dataset:
-    """A train/validation split ready for the network.
+class DataRef:
+    """What a rank needs to open the job's data itself (small: no rows)."""
 
-    ``x_*``: (n, features) in the job's dtype. ``y_*``: (n,) int64 class labels
-    when ``num_classes`` is set, else (n, outputs) regression targets.
+    directory: str
+    spec: DataSpec
+    seed: int
+    dtype: DTypeName
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+
+class Dataset:
+    """A job's data on one process: rows gathered from the memory map on demand.
+
+    ``train`` and ``val`` are the stored row numbers of each part, ascending. A
+    gathered batch is preprocessed into the caller's buffers: features (n, features) in
+    the job's dtype; labels (n,) int64, or targets (n, outputs) in the job's dtype.
     """
 
-    name: str
-    x_train: Array
-    y_train: Array
-    x_val: Array
-    y_val: Array
-    num_classes: int | None
+    def __init__(self, ref: DataRef, stored: StoredDataset):
+        self.ref, self.stored, self.meta = ref, stored, stored.meta
+        self.dtype = np.dtype(ref.dtype)
+        self.num_classes = self.meta.outputs if self.meta.task == "classification" else None
+        stratified = self.num_classes is not None and self.meta.stratify
+        labels = np.asarray(stored.y) if stratified else None
+        self.train, self.val = split_train_validation(self.meta.rows,
+                                                      ref.spec.validation_fraction, ref.seed,
+                                                      labels)
+        self.y_dtype = np.dtype(np.int64) if self.num_classes is not None else self.dtype
+        self.y_tail: tuple[int, ...] = () if self.num_classes is not None else (
+            self.meta.outputs,)
+        self._raw_x: Array = np.empty((0, self.meta.features), dtype=stored.x.dtype)
+        self._raw_y: Array = np.empty((0, *self.y_tail), dtype=stored.y.dtype)
+
+    @classmethod
+    def open(cls, ref: DataRef) -> Dataset:
+        """Open the data a driver described (on a rank: its own memory map)."""
+        return cls(ref, open_layout(Path(ref.directory)))
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
 
     @property
     def features(self) -> int:
-        return int(self.x_train.shape[1])
+        return self.meta.features
 
     @property
-    def outputs(self) -> int:
-        return self.num_classes if self.num_classes is not None else int(self.y_train.shape[1])
+    def n_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.ref.preprocessing
 
     @property
     def info(self) -> DatasetInfo:
-        return DatasetInfo(self.name, self.features, self.outputs, self.num_classes,
-                           int(self.x_train.shape[0]), int(self.x_val.shape[0]))
+        return DatasetInfo(self.name, self.features, self.meta.outputs, self.num_classes,
+                           self.n_train, self.n_val)
+
+    def order(self, epoch: int) -> npt.NDArray[np.int64]:
+        """Positions 0..n_train-1 in the order epoch ``epoch`` visits them."""
+        spec = self.ref.spec
+        if spec.shuffle == "block":
+            return block_order(self.n_train, self.ref.seed, epoch, spec.block_rows,
+                               spec.window_blocks)
+        return epoch_order(self.n_train, self.ref.seed, epoch)
+
+    def gather(self, rows: Array, x_out: Array, y_out: Array) -> None:
+        """Stored rows ``rows`` (n,), preprocessed, into ``x_out`` (n, features) and
+        ``y_out`` (n,) or (n, outputs)."""
+        n = len(rows)
+        if self._raw_x.shape[0] < n:  # grow once to the largest batch seen
+            self._raw_x = np.empty((n, self.features), dtype=self.stored.x.dtype)
+            self._raw_y = np.empty((n, *self.y_tail), dtype=self.stored.y.dtype)
+        raw_x, raw_y = self._raw_x[:n], self._raw_y[:n]
+        np.take(self.stored.x, rows, axis=0, out=raw_x)
+        np.take(self.stored.y, rows, axis=0, out=raw_y)
+        self.preprocessing.transform_x(raw_x, x_out)
+        if self.num_classes is None:
+            self.preprocessing.transform_y(raw_y, y_out)
+        else:
+            np.copyto(y_out, raw_y)
+
+    def take(self, rows: Array) -> tuple[Array, Array]:
+        """Stored rows ``rows``, preprocessed, as new arrays."""
+        x = np.empty((len(rows), self.features), dtype=self.dtype)
+        y = np.empty((len(rows), *self.y_tail), dtype=self.y_dtype)
+        self.gather(rows, x, y)
+        return x, y
+
+    # Whole parts as arrays: for small data (tests, the reference trainer, benchmarks).
+    @property
+    def x_train(self) -> Array:
+        return self.take(self.train)[0]
+
+    @property
+    def y_train(self) -> Array:
+        return self.take(self.train)[1]
+
+    @property
+    def x_val(self) -> Array:
+        return self.take(self.val)[0]
+
+    @property
+    def y_val(self) -> Array:
+        return self.take(self.val)[1]
+
+
+def dataset_directory(spec: DataSpec, *, seed: int, datasets_dir: Path | None = None) -> Path:
+    """Where the dataset ``spec`` names is stored (built-in ones are written if needed)."""
+    datasets_dir = datasets_dir or default_datasets_dir()
+    if spec.dataset in ("digits", "synthetic"):
+        return materialize(spec, seed, datasets_dir)
+    if not DATASET_ID.fullmatch(spec.dataset) or not (datasets_dir / spec.dataset).is_dir():
+        raise DataMismatchError("data.dataset", f"no dataset {spec.dataset!r} has been uploaded")
+    return datasets_dir / spec.dataset
 
 
 def load_dataset(spec: DataSpec, *, seed: int, dtype: DTypeName = "float32",
                  datasets_dir: Path | None = None) -> Dataset:
-    """Build the dataset a spec names; the split and any generation follow ``seed``.
-
-    Uploaded datasets (``ds_...``) are read from ``datasets_dir``.
-    """
-    if spec.dataset == "digits":
-        return _digits(spec.validation_fraction, seed, dtype)
-    if spec.dataset == "synthetic":
-        return _synthetic(spec.synthetic or SyntheticSpec(), spec.validation_fraction, seed, dtype)
-    with _open_uploaded(spec.dataset, datasets_dir) as archive:
-        meta = json.loads(str(archive["meta"]))
-        x, y = archive["x"], archive["y"]
-    classes = meta["classes"]
-    labels = y if classes is not None else None
-    train, val = split_train_validation(len(y), spec.validation_fraction, seed, labels)
-    return _split(meta["name"], x, y, train, val, dtype, num_classes=classes)
+    """Open the dataset ``spec`` names, split it, and fit its preprocessing on the training
+    part (one streaming pass): what a driver does once per job."""
+    directory = dataset_directory(spec, seed=seed, datasets_dir=datasets_dir)
+    return _prepared(directory, spec, seed, dtype)
 
 
-def save_uploaded(path: Path, x: Array, y: Array, name: str, classes: int | None) -> None:
-    """Store an uploaded dataset: ``x`` (n, features), ``y`` (n,) labels or (n, outputs)."""
-    meta = json.dumps({"name": name, "classes": classes, "features": int(x.shape[1])})
-    with open(path, "wb") as f:
-        np.savez(f, allow_pickle=False, x=x, y=y, meta=np.array(meta))
+def dataset_from_arrays(directory: Path, x: Array, y: Array, *, spec: DataSpec | None = None,
+                        seed: int = 0, dtype: DTypeName = "float32") -> Dataset:
+    """Write ``x`` (n, features) and ``y`` (n,) integer labels or (n, outputs) targets as
+    a layout at ``directory`` and open it as a job would (tests, benchmarks)."""
+    labels = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
+    write_layout(directory, x, y, {"name": directory.name, "feature_names": [
+        f"x{i}" for i in range(x.shape[1])], "label": None, "content_hash": ""}, labels=labels)
+    return _prepared(directory, spec or DataSpec(), seed, dtype)
 
 
-def describe_dataset(spec: DataSpec, *, seed: int, datasets_dir: Path | None = None) -> DatasetInfo:
-    """The shape of the data ``spec`` names, without generating it (cheap)."""
-    if spec.dataset == "digits":
-        labels = _digits_labels()
-        _, val = split_train_validation(len(labels), spec.validation_fraction, seed, labels)
-        return DatasetInfo("digits", 64, 10, 10, len(labels) - len(val), len(val))
+def _prepared(directory: Path, spec: DataSpec, seed: int, dtype: DTypeName) -> Dataset:
+    plain = Dataset(DataRef(str(directory), spec, seed, dtype), open_layout(directory))
+    preprocessing = fit_preprocessing(plain)
+    return Dataset(DataRef(str(directory), spec, seed, dtype, preprocessing), plain.stored)
+
+
+def fit_preprocessing(data: Dataset) -> Preprocessing:
+    """The spec's standardization, fitted on the training part of ``data`` only."""
+    spec, stored, train = data.ref.spec, data.stored, data.train
+    x_mean = x_inv = y_mean = y_inv = None
+    if spec.standardize:
+        x_mean, x_inv = fit_standardization(lambda lo, hi: stored.x[train[lo:hi]],
+                                            len(train), data.features)
+    if spec.standardize_targets and data.num_classes is None:
+        y_mean, y_inv = fit_standardization(lambda lo, hi: stored.y[train[lo:hi]],
+                                            len(train), data.meta.outputs)
+    return Preprocessing(x_mean, x_inv, y_mean, y_inv, data.meta.class_names)
+
+
+def describe_dataset(spec: DataSpec, *, seed: int, datasets_dir: Path | None = None
+                     ) -> DatasetInfo:
+    """The shape of the data ``spec`` names, without generating or reading its rows."""
     if spec.dataset == "synthetic":
         syn = spec.synthetic or SyntheticSpec()
         n_val = round(spec.validation_fraction * syn.samples)
         classes = syn.outputs if syn.task == "classification" else None
         return DatasetInfo("synthetic", syn.features, syn.outputs, classes,
                            syn.samples - n_val, n_val)
-    with _open_uploaded(spec.dataset, datasets_dir) as archive:
-        meta = json.loads(str(archive["meta"]))
-        y = archive["y"]  # the labels only: x is not read
-        features = int(meta["features"])
-    classes = meta["classes"]
-    _, val = split_train_validation(len(y), spec.validation_fraction, seed,
-                                    y if classes is not None else None)
-    outputs = classes if classes is not None else int(y.shape[1])
-    return DatasetInfo(meta["name"], features, outputs, classes, len(y) - len(val), len(val))
-
-
-def _open_uploaded(dataset_id: str, datasets_dir: Path | None) -> Any:
-    """The .npz of an uploaded dataset; ids are checked, never used as free paths."""
-    if datasets_dir is None or not re.fullmatch(r"ds_[0-9a-f]{16}", dataset_id):
-        raise DataMismatchError("data.dataset", f"no dataset {dataset_id!r} has been uploaded")
-    path = datasets_dir / f"{dataset_id}.npz"
-    if not path.is_file():
-        raise DataMismatchError("data.dataset", f"no dataset {dataset_id!r} has been uploaded")
-    return np.load(path, allow_pickle=False)
+    directory = dataset_directory(spec, seed=seed, datasets_dir=datasets_dir)
+    return Dataset(DataRef(str(directory), spec, seed, "float32"), open_layout(directory)).info
 
 
 def check_spec_matches_data(job: JobSpec, data: Dataset | DatasetInfo) -> None:
@@ -157,24 +241,41 @@ def split_train_validation(n: int, fraction: float, seed: int,
                            labels: Array | None = None) -> tuple[Array, Array]:
     """``(train_indices, validation_indices)``, sorted; stratified by ``labels`` if given.
 
-    Each class contributes ``round(fraction * its count)`` samples to validation,
-    chosen by a generator seeded with ``seed``.
+    Each class (in sorted order) contributes ``round(fraction * its count)`` samples to
+    validation, chosen by one generator seeded with ``seed``. O(n log n).
     """
     rng = np.random.default_rng(seed)
-    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c)
-                                                   for c in np.unique(labels)]
-    val_parts = []
-    for group in groups:
-        chosen = rng.permutation(group)[: round(fraction * group.size)]
-        val_parts.append(chosen)
+    if labels is None:
+        groups = [np.arange(n)]
+    else:
+        by_class = np.argsort(labels, kind="stable")  # each class's rows stay ascending
+        bounds = np.flatnonzero(np.diff(labels[by_class])) + 1
+        groups = np.split(by_class, bounds) if n else []
+    val_parts = [rng.permutation(group)[: round(fraction * group.size)] for group in groups]
     val = np.sort(np.concatenate(val_parts)) if val_parts else np.arange(0)
-    train = np.setdiff1d(np.arange(n), val, assume_unique=True)
-    return train, val
+    keep = np.ones(n, dtype=bool)
+    keep[val] = False
+    return np.flatnonzero(keep), val
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> npt.NDArray[np.int64]:
     """The sample order of one epoch: a permutation of ``range(n)`` from (seed, epoch)."""
     return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+def block_order(n: int, seed: int, epoch: int, block_rows: int, window_blocks: int
+                ) -> npt.NDArray[np.int64]:
+    """A permutation of ``range(n)`` that reads near-sequentially: blocks of ``block_rows``
+    consecutive rows in a shuffled order, then rows shuffled within each window of
+    ``window_blocks`` consecutive blocks of that order. A pure function of (seed, epoch)."""
+    rng = np.random.default_rng((seed, epoch, 0xB10C))
+    blocks = rng.permutation(-(-n // block_rows))
+    order = np.concatenate([np.arange(b * block_rows, min(n, (b + 1) * block_rows))
+                            for b in blocks.tolist()]) if n else np.arange(0)
+    window = block_rows * window_blocks
+    for lo in range(0, n, window):
+        order[lo:lo + window] = rng.permutation(order[lo:lo + window])
+    return order
 
 
 def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -190,60 +291,3 @@ def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     """Global batches per epoch; the last one may be smaller (never dropped)."""
     return -(-n_train // batch_size)
-
-
-@functools.cache
-def _digits_arrays() -> tuple[Array, Array]:
-    # scikit-learn ships the 1,797 8x8 digits inside its package: no download.
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
-    x.flags.writeable = y.flags.writeable = False  # shared by every caller
-    return x, y
-
-
-def _digits_labels() -> Array:
-    return _digits_arrays()[1]
-
-
-def _digits(fraction: float, seed: int, dtype: DTypeName) -> Dataset:
-    x, y = _digits_arrays()
-    train, val = split_train_validation(len(y), fraction, seed, labels=y)
-    return _standardized("digits", x, y, train, val, dtype, num_classes=10)
-
-
-def _synthetic(spec: SyntheticSpec, fraction: float, seed: int, dtype: DTypeName) -> Dataset:
-    """Gaussian inputs labelled by a random one-hidden-layer tanh teacher network."""
-    rng = np.random.default_rng((seed, 0x5EED))
-    x = rng.standard_normal((spec.samples, spec.features), dtype=np.float32)
-    hidden = 64
-    w1 = rng.standard_normal((spec.features, hidden), dtype=np.float32) / np.float32(
-        np.sqrt(spec.features))
-    w2 = rng.standard_normal((hidden, spec.outputs), dtype=np.float32)
-    scores = np.tanh(x @ w1) @ w2
-    if spec.noise:
-        scores += spec.noise * rng.standard_normal(scores.shape, dtype=np.float32)
-    train, val = split_train_validation(spec.samples, fraction, seed)
-    if spec.task == "classification":
-        y = scores.argmax(axis=1).astype(np.int64)
-        return _split("synthetic", x, y, train, val, dtype, num_classes=spec.outputs)
-    return _split("synthetic", x, scores, train, val, dtype, num_classes=None)
-
-
-def _standardized(name: str, x: Array, y: Array, train: Array, val: Array, dtype: DTypeName,
-                  num_classes: int | None) -> Dataset:
-    """Standardize with the TRAINING part's statistics only (no validation leak)."""
-    mean = x[train].mean(axis=0)
-    std = x[train].std(axis=0)
-    std[std == 0] = 1.0  # constant features (digits' blank corners) stay 0
-    return _split(name, (x - mean) / std, y, train, val, dtype, num_classes)
-
-
-def _split(name: str, x: Array, y: Array, train: Array, val: Array, dtype: DTypeName,
-           num_classes: int | None) -> Dataset:
-    def targets(idx: Array) -> Array:
-        return y[idx] if num_classes is not None else np.ascontiguousarray(y[idx], dtype=dtype)
-
-    return Dataset(name, np.ascontiguousarray(x[train], dtype=dtype), targets(train),
-                   np.ascontiguousarray(x[val], dtype=dtype), targets(val), num_classes)

@@ -106,19 +106,31 @@ class SyntheticSpec(_Strict):
 
     @model_validator(mode="after")
     def _bounded_size(self) -> Self:
-        if self.samples * self.features > MAX_DATASET_VALUES:
-            raise ValueError(f"samples x features: {self.samples} x {self.features} is over "
-                             f"the limit of {MAX_DATASET_VALUES} values")
+        for name, width in (("features", self.features), ("outputs", self.outputs)):
+            if self.samples * width > MAX_DATASET_VALUES:
+                raise ValueError(f"samples x {name}: {self.samples} x {width} is over "
+                                 f"the limit of {MAX_DATASET_VALUES} values")
         return self
 
 
 class DataSpec(_Strict):
-    """Which dataset, and which fraction of it is held out for validation."""
+    """Which dataset, the validation split, the sample order and the preprocessing."""
 
     dataset: str = Field(default="digits", pattern=r"^(digits|synthetic|ds_[0-9a-f]{16})$",
-                         description="'digits', 'synthetic', or an uploaded dataset id")
+                         description="'digits', 'synthetic', or a dataset id (ds_...)")
     validation_fraction: float = Field(default=0.2, ge=0, le=0.9)
     synthetic: SyntheticSpec | None = None
+    shuffle: Literal["full", "block"] = Field(
+        default="full", description="full: a permutation of all rows each epoch; block: "
+        "shuffled blocks of rows, then rows within windows (near-sequential reads)")
+    block_rows: int = Field(default=4096, ge=1, le=1 << 24,
+                            description="block shuffle: consecutive rows per block")
+    window_blocks: int = Field(default=16, ge=1, le=1 << 16,
+                               description="block shuffle: blocks whose rows mix")
+    standardize: bool = Field(default=True, description="features: subtract the mean, divide "
+                              "by the standard deviation (of the training split)")
+    standardize_targets: bool = Field(default=True, description="regression targets too; "
+                                      "predictions come back in the targets' units")
 
     @model_validator(mode="after")
     def _synthetic_only_for_synthetic(self) -> Self:
@@ -243,17 +255,49 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = None
 
 
+class DatasetState(StrEnum):
+    """``ingesting -> ready | failed``."""
+
+    ingesting = "ingesting"  # being read and written as a training layout
+    ready = "ready"  # jobs can name it
+    failed = "failed"  # refused while ingesting; ``error`` says why (nothing is stored)
+
+
 class DatasetPublic(BaseModel):
-    """An uploaded dataset; a job spec names it by ``id`` in ``data.dataset``."""
+    """A dataset; a job spec names it by ``id`` in ``data.dataset``."""
 
     id: str
     name: str
-    rows: int
+    state: DatasetState
+    rows_done: int = 0  # rows ingested so far
+    error: str | None = None
+    task: Literal["classification", "regression"]
+    format: Literal["csv", "parquet", "npz", "npy"]
+    source: str  # "upload", or the registered path under the datasets root
+    rows: int | None = None  # once ready
     features: int
-    outputs: int  # classes, or regression targets
-    classes: int | None  # None: regression
-    bytes: int  # as stored
+    outputs: int | None = None  # classes, or regression targets, once ready
+    classes: int | None = None  # None: regression
+    class_names: list[str | int] | None = None  # class i's name, as the data had it
+    feature_names: list[str]
+    label: str | None  # the label column, where the file had columns
+    bytes: int  # on disk
+    content_hash: str | None = None  # sha256 of the source bytes
     created_at: datetime
+
+
+class DatasetRegistration(BaseModel):
+    """A file, or a directory of Parquet files, under the service's datasets root."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    path: str = Field(min_length=1, max_length=4096,
+                      description="relative to SYNCSGD_DATASETS_ROOT; nothing outside it")
+    format: Literal["csv", "parquet", "npy"]
+    label: str | None = Field(default=None, max_length=1000,
+                              description="the label column's name; default: the last column")
+    task: Literal["classification", "regression"] = "classification"
+    dtype: DTypeName = Field(default="float32", description="of the stored features")
 
 
 class VerifyRequest(BaseModel):

@@ -1,7 +1,7 @@
 """Refuse request bodies over their limit with a 413 that names it.
 
-Uploads (``POST /datasets``) may be up to ``SYNCSGD_MAX_UPLOAD_BYTES``; every
-other body up to ``SYNCSGD_MAX_REQUEST_BYTES``.
+Every body but an upload (``POST /datasets``, bounded by the datasets quota as it
+streams to disk) may be up to ``SYNCSGD_MAX_REQUEST_BYTES``.
 
 A declared ``Content-Length`` over the limit is refused before a byte is read; a
 streamed body is cut off as soon as it passes the limit (the ``HTTPException``
@@ -20,17 +20,16 @@ def too_large_message(limit: int, setting: str) -> str:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, limit: int, upload_limit: int):
-        self.app, self.default_limit, self.upload_limit = app, limit, upload_limit
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        upload = scope["type"] == "http" and scope["method"] == "POST" and (
+            scope["path"].rstrip("/") == "/datasets")
+        if scope["type"] != "http" or upload:
             await self.app(scope, receive, send)
             return
-        if scope["path"].rstrip("/") == "/datasets":
-            limit, setting = self.upload_limit, "SYNCSGD_MAX_UPLOAD_BYTES"
-        else:
-            limit, setting = self.default_limit, "SYNCSGD_MAX_REQUEST_BYTES"
+        limit, setting = self.limit, "SYNCSGD_MAX_REQUEST_BYTES"
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             response = JSONResponse({"detail": too_large_message(limit, setting)},

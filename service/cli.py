@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -248,6 +249,18 @@ def predict(ctx: typer.Context, job_id: str,
 
 
 @app.command()
+def model(ctx: typer.Context, job_id: str,
+          output: Annotated[Path, typer.Option("-o", "--output", help="where to write it")],
+          format: Annotated[str, typer.Option(help="npz (Network.load) or onnx")] = "npz",
+          ) -> None:
+    """Download a succeeded job's model, with its preprocessing."""
+    if format not in ("npz", "onnx"):
+        raise typer.BadParameter(f"format: {format!r} is not npz or onnx")
+    path = _api(ctx.obj.client().model, job_id, output, format)
+    console.print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+@app.command()
 def verify(ctx: typer.Context,
            spec_file: Annotated[Path, typer.Argument(help="a job spec (JSON)")],
            workers: Annotated[int, typer.Option(min=2, max=256)] = 4,
@@ -271,6 +284,69 @@ def cancel(ctx: typer.Context, job_id: str) -> None:
     """Cancel a queued or running job."""
     job = _api(ctx.obj.client().cancel, job_id)
     console.print(f"{job['id']} {job['state']}")
+
+
+# ---- datasets ----------------------------------------------------------------------------
+
+datasets_app = typer.Typer(help="Upload or register datasets, and list them.",
+                           no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("add")
+def datasets_add(
+        ctx: typer.Context,
+        file: Annotated[Path | None, typer.Argument(help="a file to upload")] = None,
+        path: Annotated[str | None, typer.Option(
+            help="instead: a path under the service's SYNCSGD_DATASETS_ROOT")] = None,
+        label: Annotated[str | None, typer.Option(help="the label column")] = None,
+        name: Annotated[str | None, typer.Option(help="default: the file's name")] = None,
+        format: Annotated[str | None, typer.Option(
+            help="csv, parquet, npz (uploads) or npy (paths); default: from the suffix")] = None,
+        task: Annotated[str, typer.Option(help="classification or regression")] = (
+            "classification")) -> None:
+    """Add a dataset and follow its ingest with a progress bar; prints its id."""
+    if (file is None) == (path is None):
+        raise typer.BadParameter("give a FILE to upload or --path P to register, one of them")
+    source = str(file or path)
+    fields = {"name": name or Path(source).name, "task": task,
+              "format": format or Path(source).suffix.lstrip(".") or "parquet"}
+    if label is not None:
+        fields["label"] = label
+    client = ctx.obj.client()
+    if file is not None:
+        dataset = _api(client.upload_dataset, file, **fields)
+    else:
+        dataset = _api(client.register_dataset, {**fields, "path": path})
+    raise typer.Exit(_follow_ingest(client, dataset))
+
+
+def _follow_ingest(client: Client, dataset: dict[str, Any]) -> int:
+    with Progress(TextColumn("ingesting {task.description}"), TextColumn("{task.completed} rows"),
+                  TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task(dataset["id"], total=None)
+        while dataset["state"] == "ingesting":
+            progress.update(bar, completed=dataset["rows_done"])
+            time.sleep(0.25)
+            dataset = _api(client.dataset, dataset["id"])
+        progress.update(bar, completed=dataset["rows_done"])
+    if dataset["state"] != "ready":
+        console.print(f"[red]failed[/red] {dataset['id']}: {dataset['error']}")
+        return 1
+    kind = "classes" if dataset["classes"] else "outputs"
+    console.print(f"{dataset['id']} ready: {dataset['rows']} rows, {dataset['features']} "
+                  f"features, {dataset['outputs']} {kind}")
+    return 0
+
+
+@datasets_app.command("list")
+def datasets_list(ctx: typer.Context) -> None:
+    """The datasets, newest first."""
+    table = Table("id", "name", "state", "rows", "features", "task", "source")
+    for d in _api(ctx.obj.client().datasets):
+        table.add_row(d["id"], d["name"], d["state"], str(d["rows"] or d["rows_done"]),
+                      str(d["features"]), d["task"], d["source"])
+    console.print(table)
 
 
 # ---- the engine --------------------------------------------------------------------------

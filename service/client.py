@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -86,6 +87,38 @@ class Client:
         result: dict[str, Any] = self._json(self.http.post(f"/jobs/{job_id}/predict",
                                                            json={"inputs": inputs}))
         return result
+
+    def upload_dataset(self, path: Path, **params: Any) -> dict[str, Any]:
+        """Upload a file as a dataset, streamed from disk; ``params``: name, format, task,
+        label, header, dtype, wait (see ``POST /datasets``)."""
+        with open(path, "rb") as body:
+            response = self.http.post("/datasets", content=body, params=params,
+                                      timeout=httpx.Timeout(30.0, write=None, read=None))
+        result: dict[str, Any] = self._json(response)
+        return result
+
+    def register_dataset(self, registration: dict[str, Any], wait: bool = False
+                         ) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(self.http.post(
+            "/datasets/register", json=registration, params={"wait": wait},
+            timeout=httpx.Timeout(30.0, read=None)))
+        return result
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(self.http.get(f"/datasets/{dataset_id}"))
+        return result
+
+    def datasets(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json(self.http.get("/datasets"))
+        return result
+
+    def model(self, job_id: str, path: Path, format: str = "npz") -> Path:
+        """Download a succeeded job's model (``npz`` or ``onnx``) to ``path``."""
+        response = self.http.get(f"/jobs/{job_id}/model", params={"format": format})
+        if response.is_error:
+            self._json(response)
+        path.write_bytes(response.content)
+        return path
 
     def verify(self, spec: dict[str, Any], workers: int, steps: int) -> dict[str, Any]:
         response = self.http.post("/verify", json={"spec": spec, "workers": workers,

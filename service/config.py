@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     # where things live
     data_dir: Path = Field(default=Path("syncsgd-data"),
                            description="SQLite database, models and datasets live here")
+    datasets_dir: Path | None = Field(
+        default=None, description="ingested datasets; every node's workers read them here "
+                                  "(shared storage on a cluster). Default: DATA_DIR/datasets")
+    datasets_root: Path | None = Field(
+        default=None, description="POST /datasets/register takes paths under this directory "
+                                  "(shared storage on a cluster); unset: registration is off")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
@@ -50,13 +56,12 @@ class Settings(BaseSettings):
     max_parameters: int = Field(default=50_000_000, ge=1)
     max_epoch_samples: int = Field(default=2_000_000_000, ge=1,
                                    description="epochs x training samples, per job")
-    max_dataset_values: int = Field(default=100_000_000, ge=1,
-                                    description="samples x features of a job's data (memory)")
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1024)
     max_curve_page: int = Field(default=100_000, ge=1)
-    max_upload_bytes: int = Field(default=200 * 2**20, ge=1024,
-                                  description="POST /datasets body limit")
+    datasets_quota_bytes: int = Field(default=50 * 2**30, ge=1024,
+                                      description="disk for datasets: uploads, ingested "
+                                                  "layouts, generated built-ins")
     keep_checkpoints: int = Field(default=3, ge=1, le=100)
 
     # timing
@@ -84,8 +89,9 @@ class Settings(BaseSettings):
         return self.data_dir / "checkpoints"
 
     @cached_property
-    def datasets_dir(self) -> Path:
-        return self.data_dir / "datasets"
+    def datasets_path(self) -> Path:
+        """Where ingested datasets live (``datasets_dir``, else under the data dir)."""
+        return self.datasets_dir or self.data_dir / "datasets"
 
     def model_path(self, job_id: str) -> Path:
         """Where a succeeded job's weights live (an .npz ``Network.load`` reads)."""

@@ -1,147 +1,282 @@
-"""Uploaded datasets: parse CSV or .npz bytes into arrays, refuse anything doubtful.
+"""The datasets of a service: uploads streamed to disk, files registered by path, ingest
+in the background, the disk quota, and what jobs may name.
 
-Numbers only. No pickle (``allow_pickle=False``), no object arrays, no NaN or
-inf, no ragged rows, labels in range. Every refusal names the problem. The
-stored file is named by a generated id, never by anything the user sent.
+An upload never sits in memory: its body goes to a file chunk by chunk, counted against
+``SYNCSGD_DATASETS_QUOTA_BYTES``. A registered path must resolve inside
+``SYNCSGD_DATASETS_ROOT`` (symlinks followed). Both are checked at once (the schema:
+the label column, numeric features) and then ingested by one background thread, which
+updates ``rows_done`` as it goes; with ``wait`` the request waits and a refusal is its
+4xx, leaving nothing stored. Files are named by generated ids, never by what users send.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import asyncio
+import hashlib
+import logging
+import shutil
+import threading
 import uuid
-import zipfile
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-
-from common.data import save_uploaded
+from common.dataset_files import SourceInfo
 from common.errors import FieldError
-from common.schemas import MAX_INPUT_DIM, MAX_UNITS, DatasetPublic
-from service.store import utcnow
+from common.schemas import DatasetPublic, DatasetRegistration, DatasetState, DTypeName
+from service.config import Settings
+from service.errors import QuotaExceededError, StateConflictError
+from service.ingest import (
+    Format,
+    Source,
+    Task,
+    check_declared_size,
+    file_digest,
+    ingest,
+    open_source,
+)
+from service.store import SqliteJobStore, utcnow
 
-Array = npt.NDArray[Any]
-Task = Literal["classification", "regression"]
-MAX_CLASSES = MAX_UNITS
-
-
-class UploadError(FieldError):
-    """The upload is refused: ``field`` is ``file``, ``npz``, ``x`` or ``y``; the message
-    says what is wrong, and where (row, column)."""
+log = logging.getLogger("syncsgd.datasets")
 
 
 @dataclass(frozen=True)
-class Parsed:
-    x: Array  # (n, features) float32
-    y: Array  # (n,) int64 labels, or (n, outputs) float32 targets
-    classes: int | None
+class IngestOptions:
+    """What the user asked of an ingest, besides the file."""
+
+    name: str
+    format: Format
+    task: Task
+    label: str | None = None
+    header: bool | None = None
+    dtype: DTypeName = "float32"
 
 
-def parse_upload(body: bytes, fmt: Literal["csv", "npz"], task: Task) -> Parsed:
-    """Arrays from an uploaded file: CSV (the last column is the label / target) or .npz
-    (arrays ``x`` (n, features) and ``y`` (n,) or (n, outputs))."""
-    x, y = _from_csv(body) if fmt == "csv" else _from_npz(body)
-    return _checked(x, y, task)
+class DatasetCatalog:
+    def __init__(self, store: SqliteJobStore, settings: Settings):
+        self.store, self.settings = store, settings
+        self.directory = settings.datasets_path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
+        self._lock = threading.Lock()
+        self._reserved = 0  # bytes of uploads still streaming
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # ---- the quota --------------------------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        stored = sum(d.bytes for d in self.store.list_datasets() if d.state != DatasetState.failed)
+        return stored + self._reserved
+
+    def _check_quota(self, more: int) -> None:
+        quota = self.settings.datasets_quota_bytes
+        if self.used_bytes() + more > quota:
+            raise QuotaExceededError(
+                f"{more} more bytes would pass SYNCSGD_DATASETS_QUOTA_BYTES ({quota} bytes, "
+                f"{self.used_bytes()} used)")
+
+    # ---- uploads ----------------------------------------------------------------------------
+
+    async def upload(self, chunks: AsyncIterator[bytes], declared: int | None,
+                     options: IngestOptions, wait: bool) -> DatasetPublic:
+        """Stream an upload to disk, check it, and ingest it."""
+        if declared is not None:
+            self._check_quota(declared)
+        dataset_id = new_id()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f".upload-{dataset_id}"
+        try:
+            digest = await self._receive(chunks, path)
+            source = await asyncio.to_thread(open_source, path, options.format, options.task,
+                                             options.label, options.header)
+            self._check_declared(source, options)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return await self._start(dataset_id, source, options, "upload", digest, None, path,
+                                  wait)
+
+    async def _receive(self, chunks: AsyncIterator[bytes], path: Path) -> str:
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(path, "wb") as f:
+                async for chunk in chunks:
+                    self._reserve(len(chunk))
+                    size += len(chunk)
+                    digest.update(chunk)
+                    f.write(chunk)
+        finally:
+            self._reserve(-size)
+        return digest.hexdigest()
+
+    def _check_declared(self, source: Source, options: IngestOptions) -> None:
+        """A 413 at once for a source whose declared size (a compressed .npz's headers)
+        would not fit what is left of the quota."""
+        check_declared_size(source, options.dtype,
+                            self.settings.datasets_quota_bytes - self.used_bytes())
+
+    def _reserve(self, size: int) -> None:
+        with self._lock:
+            if size > 0:
+                self._check_quota(size)
+            self._reserved += size
+
+    # ---- registration -----------------------------------------------------------------------
+
+    async def register(self, registration: DatasetRegistration, wait: bool) -> DatasetPublic:
+        """Ingest a file (or a directory of Parquet files) under the datasets root."""
+        path = self.resolve(registration.path)
+        options = IngestOptions(registration.name, registration.format, registration.task,
+                                registration.label, None, registration.dtype)
+        source = await asyncio.to_thread(open_source, path, options.format, options.task,
+                                         options.label)
+        self._check_declared(source, options)
+        return await self._start(new_id(), source, options, registration.path, None, path,
+                                 None, wait)
+
+    def resolve(self, relative: str) -> Path:
+        """``relative`` under the datasets root, symlinks followed; a FieldError naming
+        ``path`` when it is absolute, leaves the root, or does not exist."""
+        root = self.settings.datasets_root
+        if root is None:
+            raise FieldError("path", "registration is off: the service has no "
+                             "SYNCSGD_DATASETS_ROOT")
+        if Path(relative).is_absolute():
+            raise FieldError("path", f"{relative!r} is absolute; give a path relative to the "
+                             "datasets root")
+        base = root.resolve()
+        target = (base / relative).resolve()
+        if not target.is_relative_to(base) or any(
+                not p.resolve().is_relative_to(base) for p in _files(target)):
+            raise FieldError("path", f"{relative!r} leads outside the datasets root")
+        if not target.exists():
+            raise FieldError("path", f"{relative!r} does not exist under the datasets root")
+        return target
+
+    # ---- ingest -----------------------------------------------------------------------------
+
+    async def _start(self, dataset_id: str, source: Source, options: IngestOptions,
+                     origin: str, digest: str | None, registered: Path | None,
+                     upload: Path | None, wait: bool) -> DatasetPublic:
+        record = DatasetPublic(id=dataset_id, name=options.name, state=DatasetState.ingesting,
+                               task=options.task, format=options.format, source=origin,
+                               features=len(source.feature_names),
+                               feature_names=source.feature_names, label=source.label,
+                               bytes=0, created_at=utcnow())
+        self.store.put_dataset(record)
+        future = self._executor.submit(self._ingest, record, source, options, digest,
+                                       registered, upload)
+        if not wait:
+            return record
+        try:
+            return await asyncio.wrap_future(future)
+        except (FieldError, QuotaExceededError):
+            self.store.delete_dataset(dataset_id)  # with wait, a refusal leaves nothing
+            raise
+
+    def _ingest(self, record: DatasetPublic, source: Source, options: IngestOptions,
+                digest: str | None, registered: Path | None, upload: Path | None
+                ) -> DatasetPublic:
+        try:
+            info = source_info(registered, self.settings.datasets_root) if registered else None
+            budget = self.settings.datasets_quota_bytes - self.used_bytes()
+            meta = ingest(source, self.directory / record.id, name=options.name,
+                          task=options.task, x_dtype=options.dtype,
+                          content_hash=digest or (info.sha256 if info else ""),
+                          source_info=info, byte_budget=budget,
+                          progress=lambda rows: self._progress(record, rows))
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, FieldError | QuotaExceededError) else (
+                f"{type(exc).__name__}: {exc}")
+            self.store.put_dataset(record.model_copy(update={
+                "state": DatasetState.failed, "error": reason}))
+            log.warning("ingest failed: %s", reason, extra={"event": "ingest-failed"})
+            raise
+        finally:
+            if upload is not None:
+                upload.unlink(missing_ok=True)
+        ready = record.model_copy(update={
+            "state": DatasetState.ready, "rows": meta.rows, "rows_done": meta.rows,
+            "outputs": meta.outputs, "class_names": meta.class_names,
+            "classes": len(meta.class_names) if meta.class_names is not None else None,
+            "bytes": _size(self.directory / record.id), "content_hash": meta.content_hash})
+        self.store.put_dataset(ready)
+        return ready
+
+    def _progress(self, record: DatasetPublic, rows: int) -> None:
+        self.store.put_dataset(record.model_copy(update={"rows_done": rows}))
+
+    # ---- use --------------------------------------------------------------------------------
+
+    def delete(self, dataset_id: str) -> None:
+        """Forget a dataset and its files; 409 while it ingests or a job needs it."""
+        dataset = self.store.get_dataset(dataset_id)
+        if dataset.state == DatasetState.ingesting:
+            raise StateConflictError(f"dataset {dataset_id} is ingesting; delete it once it "
+                                     "is ready or failed")
+        users = self.store.jobs_using(dataset_id)
+        if users:
+            raise StateConflictError(f"dataset {dataset_id} is used by queued or running "
+                                     f"job(s) {', '.join(users)}; cancel them first")
+        self.store.delete_dataset(dataset_id)
+        shutil.rmtree(self.directory / dataset_id, ignore_errors=True)
+
+    def check_usable(self, dataset_id: str) -> None:
+        """A FieldError naming ``data.dataset`` unless jobs can train on it now."""
+        if not dataset_id.startswith("ds_"):
+            return
+        try:
+            dataset = self.store.get_dataset(dataset_id)
+        except LookupError:
+            raise FieldError("data.dataset", f"no dataset {dataset_id!r} has been uploaded "
+                             "or registered") from None
+        if dataset.state != DatasetState.ready:
+            raise FieldError("data.dataset", f"dataset {dataset_id} is {dataset.state.value}"
+                             + (f": {dataset.error}" if dataset.error else ""))
 
 
-def store_upload(datasets_dir: Path, name: str, parsed: Parsed) -> DatasetPublic:
-    """Write it under a generated id, atomically; returns its catalog entry."""
-    datasets_dir.mkdir(parents=True, exist_ok=True)
-    dataset_id = f"ds_{uuid.uuid4().hex[:16]}"
-    path = datasets_dir / f"{dataset_id}.npz"
-    partial = datasets_dir / f".{dataset_id}.partial"
-    save_uploaded(partial, parsed.x, parsed.y, name, parsed.classes)
-    partial.replace(path)
-    outputs = parsed.classes if parsed.classes is not None else int(parsed.y.shape[1])
-    return DatasetPublic(id=dataset_id, name=name, rows=int(parsed.x.shape[0]),
-                         features=int(parsed.x.shape[1]), outputs=outputs,
-                         classes=parsed.classes, bytes=path.stat().st_size,
-                         created_at=utcnow())
+def new_id() -> str:
+    return f"ds_{uuid.uuid4().hex[:16]}"
 
 
-def _from_csv(body: bytes) -> tuple[Array, Array]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UploadError("file", f"not UTF-8 text (byte {exc.start})") from None
-    # newline="": the csv module reads \r and \r\n itself; strict: a stray quote is an error
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        rows = [row for row in reader if row]
-    except csv.Error as exc:  # a stray quote or carriage return, an over-long field
-        raise UploadError("file", f"line {reader.line_num}: not valid CSV ({exc})") from None
-    if rows and not _numeric(rows[0]):
-        rows = rows[1:]  # a header
-    if not rows:
-        raise UploadError("file", "no data rows")
-    width = len(rows[0])
-    if width < 2:
-        raise UploadError("file", "each row needs features and a label (2 columns at least)")
-    values = np.empty((len(rows), width), dtype=np.float64)
-    for i, row in enumerate(rows, start=1):
-        if len(row) != width:
-            raise UploadError("file", f"row {i}: has {len(row)} values, expected {width} "
-                              "(ragged rows)")
-        for j, cell in enumerate(row, start=1):
-            try:
-                values[i - 1, j - 1] = float(cell)
-            except ValueError:
-                raise UploadError("file", f"row {i}, column {j}: {cell[:40]!r} is not "
-                                  "a number") from None
-    return values[:, :-1], values[:, -1]
+def _files(target: Path) -> list[Path]:
+    """The files a registration reads: the file, or the files in the directory."""
+    if target.is_dir():
+        return sorted(p for p in target.rglob("*") if p.is_file() or p.is_symlink())
+    return [target]
 
 
-def _numeric(row: list[str]) -> bool:
-    try:
-        [float(cell) for cell in row]
-    except ValueError:
-        return False
-    return True
+def _size(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
 
 
-def _from_npz(body: bytes) -> tuple[Array, Array]:
-    try:
-        with np.load(io.BytesIO(body), allow_pickle=False) as archive:
-            missing = {"x", "y"} - set(archive.files)
-            if missing:
-                raise UploadError("npz", f"needs arrays 'x' and 'y'; missing {sorted(missing)}")
-            return archive["x"], archive["y"]
-    except UploadError:
-        raise
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise UploadError("npz", "object arrays (pickle) are not accepted") from None
-        raise UploadError("npz", str(exc)) from None
-    except (zipfile.BadZipFile, OSError, EOFError):
-        raise UploadError("file", "not a valid .npz archive") from None
+def source_info(path: Path, root: Path | None) -> SourceInfo:
+    """Size, newest mtime and sha256 of a registered file or directory: to notice later
+    that it changed after ingest."""
+    files = _files(path)
+    stats = [f.stat() for f in files]
+    relative = path.relative_to(root.resolve()) if root is not None else path
+    return SourceInfo(path=str(relative), size=sum(s.st_size for s in stats),
+                      mtime_ns=max((s.st_mtime_ns for s in stats), default=0),
+                      sha256=file_digest(files))
 
 
-def _checked(x: Array, y: Array, task: Task) -> Parsed:
-    for name, array in (("x", x), ("y", y)):
-        if array.dtype.kind not in "iuf":
-            raise UploadError(name, f"must be numbers, got dtype {array.dtype}")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            row = int(np.argwhere(~np.isfinite(array))[0][0]) + 1
-            raise UploadError(name, f"contains NaN or inf (first in row {row})")
-    if x.ndim != 2 or x.shape[0] < 2 or not 1 <= x.shape[1] <= MAX_INPUT_DIM:
-        raise UploadError("x", f"expected shape (rows >= 2, 1..{MAX_INPUT_DIM} features), "
-                          f"got {x.shape}")
-    if y.shape[0] != x.shape[0]:
-        raise UploadError("y", f"has {y.shape[0]} rows, x has {x.shape[0]}")
-    xs = np.ascontiguousarray(x, dtype=np.float32)
-    if task == "regression":
-        targets = y.reshape(-1, 1) if y.ndim == 1 else y
-        if targets.ndim != 2:
-            raise UploadError("y", f"expected (rows,) or (rows, outputs), got {y.shape}")
-        return Parsed(xs, np.ascontiguousarray(targets, dtype=np.float32), None)
-    if y.ndim != 1:
-        raise UploadError("y", f"class labels must be one column, got shape {y.shape}")
-    if not (np.mod(y, 1) == 0).all() or y.min() < 0 or y.max() >= MAX_CLASSES:
-        bad = y[(np.mod(y, 1) != 0) | (y < 0) | (y >= MAX_CLASSES)][0]
-        raise UploadError("y", f"class labels must be integers in [0, {MAX_CLASSES}), "
-                          f"found {bad!r}")
-    labels = y.astype(np.int64)
-    return Parsed(xs, labels, int(labels.max()) + 1)
+def check_unchanged(info: SourceInfo, root: Path | None) -> None:
+    """A FieldError naming ``data.dataset`` when the registered source changed since ingest
+    (size, or content where the modification time moved)."""
+    if root is None:
+        raise FieldError("data.dataset", "registered from a datasets root this service "
+                         "no longer has (SYNCSGD_DATASETS_ROOT)")
+    path = root.resolve() / info.path
+    files = _files(path) if path.exists() else []
+    size = sum(f.stat().st_size for f in files)
+    if not files or size != info.size:
+        raise FieldError("data.dataset", f"the registered file {info.path!r} changed after "
+                         f"ingest (size {info.size} -> {size} bytes); register it again")
+    mtime = max(f.stat().st_mtime_ns for f in files)
+    if mtime != info.mtime_ns and file_digest(files) != info.sha256:
+        raise FieldError("data.dataset", f"the registered file {info.path!r} changed after "
+                         "ingest (its sha256 differs); register it again")
+

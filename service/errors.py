@@ -1,13 +1,13 @@
 """The service's domain errors. Each maps to ONE status, in one place
-(:mod:`service.api.errors`): not found 404, state conflict 409, a refused field 422
-(:class:`common.errors.FieldError`, raised by every layer)."""
+(:mod:`service.api.errors`): not found 404, state conflict 409, over a quota 413, a
+refused field 422 (:class:`common.errors.FieldError`, raised by every layer)."""
 
 from __future__ import annotations
 
 from common.errors import FieldError
 
 __all__ = ["DatasetNotFoundError", "FieldError", "JobNotFoundError", "NotFoundError",
-           "ResumeError", "StateConflictError", "SubmissionError"]
+           "QuotaExceededError", "ResumeError", "StateConflictError", "SubmissionError"]
 
 
 class NotFoundError(LookupError):
@@ -33,6 +33,10 @@ class DatasetNotFoundError(NotFoundError):
 
 class StateConflictError(RuntimeError):
     """The request does not fit the current state (deleting a running job, CPUs taken)."""
+
+
+class QuotaExceededError(RuntimeError):
+    """Storing this would pass a byte quota; the message names the setting (413)."""
 
 
 class SubmissionError(FieldError):

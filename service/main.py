@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.api import dashboard, datasets, errors, health, jobs, verify
 from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
+from service.datasets import DatasetCatalog
 from service.metrics import Metrics
 from service.models import ModelCache
 from service.runner import RayRunner, Runner
@@ -37,8 +38,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
                   lifespan=functools.partial(lifespan, settings=settings, runner=jobs_runner),
                   description="Synchronized data-parallel SGD as a service.")
     errors.install(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes,
-                       upload_limit=settings.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.middleware("http")(time_requests)
     app.include_router(health.router)
     app.include_router(metrics_router)
@@ -55,19 +55,22 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteJobStore(settings.database_path)
     metrics = Metrics(store)
+    catalog = DatasetCatalog(store, settings)
     # On THIS thread, not a worker thread: Ray ties its head processes' lives to the
     # thread that started them (PR_SET_PDEATHSIG), and the server retires idle
     # worker threads, which killed the embedded Ray ~10 s into a quiet spell.
     runner.connect()
-    scheduler = Scheduler(store, settings, runner, observe_records=metrics.observe_records)
+    scheduler = Scheduler(store, settings, runner, catalog,
+                          observe_records=metrics.observe_records)
     scheduler.start()
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.runner, app.state.metrics = runner, metrics
-    app.state.models = ModelCache(settings.model_path)
+    app.state.models, app.state.catalog = ModelCache(settings.model_path), catalog
     try:
         yield
     finally:
         await run_in_threadpool(scheduler.stop)
+        await run_in_threadpool(catalog.close)
         await run_in_threadpool(runner.disconnect)
         store.close()
 

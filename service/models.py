@@ -14,6 +14,7 @@ from typing import Any
 import numpy.typing as npt
 
 from common.nn import Network
+from service.onnx_export import to_onnx
 
 Array = npt.NDArray[Any]
 
@@ -29,6 +30,12 @@ class ModelCache:
         net, lock = self._get(job_id)
         with lock:
             return net.predict(x), net
+
+    def onnx(self, job_id: str, name: str) -> bytes:
+        """Job ``job_id``'s model as ONNX (see :mod:`service.onnx_export`)."""
+        net, lock = self._get(job_id)
+        with lock:
+            return to_onnx(net, name)
 
     def _get(self, job_id: str) -> tuple[Network, threading.Lock]:
         with self._lock:

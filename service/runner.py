@@ -22,10 +22,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from common.checkpoint import TrainingState
-from common.data import load_dataset
+from common.data import Dataset, load_dataset
 from common.nn import Network
 from common.schemas import JobSpec, VerifyReport, VerifyRequest
 from service.config import Settings
+from service.datasets import check_unchanged
 from worker import cluster
 from worker.driver import GroupFactory, Recorder, Restart, TrainingHooks, TrainingResult, train
 from worker.errors import GroupError, JobCancelledError, RankFailedError
@@ -77,10 +78,18 @@ class _DriverRunner:
 
     def run_job(self, spec: JobSpec, hooks: TrainingHooks,
                 resume: TrainingState | None = None) -> TrainingResult:
-        data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype,
-                            datasets_dir=self.settings.datasets_dir)
+        data = self.load_data(spec)
         return train(spec, data, self.options, hooks, resume=resume,
                      make_group=self.make_group)
+
+    def load_data(self, spec: JobSpec) -> Dataset:
+        """The job's data, split, its preprocessing fitted; a registered file must be the
+        one that was ingested."""
+        data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype,
+                            datasets_dir=self.settings.datasets_path)
+        if data.meta.source is not None:
+            check_unchanged(data.meta.source, self.settings.datasets_root)
+        return data
 
     def verify(self, request: VerifyRequest) -> VerifyReport:
         runs = []
@@ -150,10 +159,12 @@ def compare_runs(one: tuple[Any, list[float]], many: tuple[Any, list[float]],
         curves_identical=curve_one == curve_many)
 
 
-def save_model(spec: JobSpec, params: Any, path: Path) -> None:
-    """Write the weights as an .npz loadable with ``Network.load``, atomically."""
+def save_model(spec: JobSpec, result: TrainingResult, path: Path) -> None:
+    """Write the weights and the preprocessing as an .npz loadable with ``Network.load``,
+    atomically."""
     net = Network.from_spec(spec.model, dtype=spec.dtype, loss=spec.loss)
-    net.params[...] = params
+    net.params[...] = result.params
+    net.preprocessing = result.preprocessing
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     net.save(partial)

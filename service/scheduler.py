@@ -22,9 +22,10 @@ from pathlib import Path
 from common.checkpoint import TrainingState, latest_checkpoint, list_checkpoints
 from common.data import check_spec_matches_data, describe_dataset
 from common.records import StepRecord
-from common.schemas import JobPublic, JobSpec, JobState
+from common.schemas import JobPublic, JobSpec, JobState, SyntheticSpec
 from service import runner
 from service.config import Settings
+from service.datasets import DatasetCatalog
 from service.errors import ResumeError, StateConflictError, SubmissionError
 from service.job_hooks import JobHooks, StoreWriter
 from service.store import SqliteJobStore
@@ -41,8 +42,10 @@ class _Running:
 
 class Scheduler:
     def __init__(self, store: SqliteJobStore, settings: Settings, jobs_runner: runner.Runner,
+                 catalog: DatasetCatalog,
                  observe_records: Callable[[list[StepRecord]], None] = lambda records: None):
         self.store, self.settings, self.runner = store, settings, jobs_runner
+        self.catalog = catalog
         self._observe_records = observe_records
         self._lock = threading.Condition()
         self._running: dict[str, _Running] = {}
@@ -109,15 +112,26 @@ class Scheduler:
         if spec.model.num_parameters > s.max_parameters:
             raise SubmissionError("model", f"{spec.model.num_parameters} parameters is over the "
                                   f"limit of {s.max_parameters} (SYNCSGD_MAX_PARAMETERS)")
-        info = describe_dataset(spec.data, seed=spec.seed, datasets_dir=s.datasets_dir)
+        self.catalog.check_usable(spec.data.dataset)
+        info = describe_dataset(spec.data, seed=spec.seed, datasets_dir=s.datasets_path)
         check_spec_matches_data(spec, info)
-        if info.values > s.max_dataset_values:
-            raise SubmissionError("data", f"{info.n_train + info.n_val} x {info.features} values "
-                                  f"is over the limit of {s.max_dataset_values} "
-                                  "(SYNCSGD_MAX_DATASET_VALUES)")
+        self._check_generated_size(spec)
         if spec.epochs * info.n_train > s.max_epoch_samples:
             raise SubmissionError("epochs", f"{spec.epochs} x {info.n_train} samples is over the "
                                   f"limit of {s.max_epoch_samples} (SYNCSGD_MAX_EPOCH_SAMPLES)")
+
+    def _check_generated_size(self, spec: JobSpec) -> None:
+        """A synthetic dataset is written to disk before its job runs: within the quota."""
+        if spec.data.dataset != "synthetic":
+            return
+        syn = spec.data.synthetic or SyntheticSpec()
+        size = syn.samples * (syn.features + syn.outputs) * 8
+        used, quota = self.catalog.used_bytes(), self.settings.datasets_quota_bytes
+        if used + size > quota:
+            raise SubmissionError("data.synthetic", f"{syn.samples} samples x "
+                                  f"{syn.features + syn.outputs} values take up to {size} "
+                                  f"bytes; {quota - used} are left of "
+                                  "SYNCSGD_DATASETS_QUOTA_BYTES")
 
     def cancel(self, job_id: str) -> JobPublic:
         with self._lock:
@@ -194,7 +208,7 @@ class Scheduler:
         try:
             resume = self._resume_point(self.settings.checkpoint_dir(job_id))
             result = self.runner.run_job(spec, hooks, resume)
-            runner.save_model(spec, result.params, self.settings.model_path(job_id))
+            runner.save_model(spec, result, self.settings.model_path(job_id))
             self._end(job_id, JobState.succeeded)
             log.info("succeeded after %d steps, %d restart(s)", result.steps, result.restarts,
                      extra={"event": "succeeded", "job": job_id})

@@ -58,13 +58,13 @@ CREATE TABLE IF NOT EXISTS points (
 CREATE TABLE IF NOT EXISTS datasets (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT UNIQUE NOT NULL,
-    name TEXT NOT NULL,
-    rows INTEGER NOT NULL, features INTEGER NOT NULL, outputs INTEGER NOT NULL,
-    classes INTEGER,
-    bytes INTEGER NOT NULL,
-    created_at TEXT NOT NULL
+    state TEXT NOT NULL,
+    record TEXT NOT NULL  -- the DatasetPublic, as JSON
 );
 """
+#: Datasets stored before ingest wrote layouts kept their rows in one .npz; their table
+#: is set aside under this name (not listed, not deleted).
+OLD_DATASETS = "datasets_v1"
 
 POINT_FIELDS = ("step", "epoch", "loss", "compute", "allreduce", "wait", "update", "val_loss",
                 "val_accuracy")
@@ -85,6 +85,9 @@ class SqliteJobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints
         self._db.execute("PRAGMA foreign_keys=ON")
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(datasets)")}
+        if columns and "record" not in columns:
+            self._db.execute(f"ALTER TABLE datasets RENAME TO {OLD_DATASETS}")
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -173,28 +176,42 @@ class SqliteJobStore:
             if db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
                 raise JobNotFoundError(job_id)
 
-    # ---- uploaded datasets -----------------------------------------------------------------
+    # ---- datasets --------------------------------------------------------------------------
 
-    def add_dataset(self, dataset: DatasetPublic) -> None:
+    def put_dataset(self, dataset: DatasetPublic) -> None:
+        """Insert or replace the dataset's record."""
         with self._transaction() as db:
-            db.execute("INSERT INTO datasets (id, name, rows, features, outputs, classes, bytes, "
-                       "created_at) VALUES (?,?,?,?,?,?,?,?)",
-                       (dataset.id, dataset.name, dataset.rows, dataset.features,
-                        dataset.outputs, dataset.classes, dataset.bytes,
-                        dataset.created_at.isoformat()))
+            db.execute("INSERT INTO datasets (id, state, record) VALUES (?, ?, ?) "
+                       "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+                       "record = excluded.record",
+                       (dataset.id, dataset.state.value, dataset.model_dump_json()))
 
     def list_datasets(self) -> list[DatasetPublic]:
+        """Newest first."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM datasets ORDER BY seq DESC").fetchall()
-        return [_dataset(r) for r in rows]
+            rows = self._db.execute("SELECT record FROM datasets ORDER BY seq DESC").fetchall()
+        return [DatasetPublic.model_validate_json(r["record"]) for r in rows]
 
     def get_dataset(self, dataset_id: str) -> DatasetPublic:
         with self._lock:
-            row = self._db.execute("SELECT * FROM datasets WHERE id = ?",
+            row = self._db.execute("SELECT record FROM datasets WHERE id = ?",
                                    (dataset_id,)).fetchone()
         if row is None:
             raise DatasetNotFoundError(dataset_id)
-        return _dataset(row)
+        return DatasetPublic.model_validate_json(row["record"])
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))
+
+    def jobs_using(self, dataset_id: str) -> list[str]:
+        """Ids of the queued and running jobs whose spec names ``dataset_id``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE state IN (?, ?) AND "
+                "json_extract(spec, '$.data.dataset') = ? ORDER BY seq",
+                (JobState.queued.value, JobState.running.value, dataset_id)).fetchall()
+        return [r["id"] for r in rows]
 
     # ---- the curve -----------------------------------------------------------------------
 
@@ -228,10 +245,6 @@ class SqliteJobStore:
 
 def _quote(name: str) -> str:
     return f'"{name}"'
-
-
-def _dataset(row: sqlite3.Row) -> DatasetPublic:
-    return DatasetPublic(**{k: row[k] for k in DatasetPublic.model_fields})
 
 
 def _job(row: sqlite3.Row) -> JobPublic:

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from common.checkpoint import TrainingState
 from common.collective import AllReduce, LocalAllReduce
-from common.data import Dataset
+from common.data import DataRef, Dataset
 from common.records import ChunkResult
 from common.schemas import JobSpec
 from worker.backends.mpi import MpiPortJoin
@@ -90,11 +90,14 @@ class RankWorker:
 
     # ---- training ----------------------------------------------------------------------
 
-    def start(self, data: Dataset, state: TrainingState | None = None) -> int:
-        """Build the trainer (collective: broadcasts rank 0's parameters), then restore
+    def start(self, data: Dataset | DataRef, state: TrainingState | None = None) -> int:
+        """Open the data (a :class:`DataRef`: this rank's own memory map of the files),
+        build the trainer (collective: broadcasts rank 0's parameters), then restore
         ``state`` if given (every rank gets the same). Returns the total steps."""
         if self.comm is None or self.comm.rank != self.rank:
             raise RuntimeError(f"rank {self.rank}: not joined to the collective group")
+        if isinstance(data, DataRef):
+            data = Dataset.open(data)
         self.trainer = Trainer(self.spec, data, self.comm)
         if state is not None:
             self.trainer.restore(state)

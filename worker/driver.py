@@ -19,13 +19,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy.typing as npt
 
 from common.checkpoint import TrainingState
 from common.data import Dataset, check_spec_matches_data
+from common.preprocessing import Preprocessing
 from common.records import ChunkResult, StepRecord
 from common.schemas import JobSpec
 from worker.errors import GroupError, JobCancelledError, RestartsExhaustedError
@@ -132,6 +133,7 @@ class TrainingResult:
     ranks: list[RankInfo]
     fingerprints: list[str]  # every rank's final parameter hash (all equal)
     restarts: int = 0
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)  # for the model file
 
 
 @dataclass
@@ -189,7 +191,8 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
         try:
             group = make_group(spec, data, options, latest.state)
             result = _run_group(group, spec, options, hooks, latest)
-            return dataclasses.replace(result, restarts=restarts)
+            return dataclasses.replace(result, restarts=restarts,
+                                       preprocessing=data.preprocessing)
         except GroupError as exc:
             decision = policy.decide(exc, restarts)
             if decision is FailureDecision.RAISE:

@@ -127,11 +127,11 @@ class WorkerGroup:
                           for r, a in enumerate(self.actors)}, timeout, "joining the gloo group")
         else:
             self._gather({0: self.actors[0].local_join.remote()}, timeout, "starting")
-        data_ref = ray.put(data)  # one copy in the object store; ranks read it zero-copy
+        # No rows go through Ray: each rank memory-maps the dataset's files itself.
         state_ref = ray.put(state)
-        totals = self._gather({r: a.start.remote(data_ref, state_ref)
+        totals = self._gather({r: a.start.remote(data.ref, state_ref)
                                for r, a in enumerate(self.actors)},
-                              timeout + 60, "loading data and broadcasting rank 0's weights")
+                              timeout + 60, "opening the data and broadcasting rank 0's weights")
         self.total_steps = totals[0]
         self.step = state.step if state is not None else 0
 

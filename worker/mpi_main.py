@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", type=Path, help="the job spec (JSON)")
     parser.add_argument("--out", type=Path, default=Path("syncsgd-out"),
                         help="directory for steps.jsonl and model.npz (default: syncsgd-out)")
+    parser.add_argument("--datasets-dir", type=Path, default=None,
+                        help="where datasets live (default: $SYNCSGD_DATASETS_DIR, else "
+                             "~/.cache/syncsgd/datasets)")
     args = parser.parse_args(argv)
 
     from mpi4py import MPI
@@ -36,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     comm = MpiAllReduce(MPI.COMM_WORLD)
     master = comm.rank == 0  # this process does the writing
     spec = JobSpec.model_validate_json(args.spec.read_text())
-    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
+    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype,
+                        datasets_dir=args.datasets_dir)
     check_spec_matches_data(spec, data)
     trainer = Trainer(spec, data, comm)
     if master:
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if steps_file is not None:
             steps_file.close()
     if master:
+        trainer.net.preprocessing = data.preprocessing
         trainer.net.save(args.out / "model.npz")
         last = chunk.records[-1] if chunk.records else None
         print(json.dumps({"steps": trainer.step, "world_size": comm.world_size,

@@ -43,8 +43,9 @@ import numpy as np
 import numpy.typing as npt
 
 from common.collective import AllReduce
-from common.data import shard_bounds
+from common.data import Dataset, shard_bounds
 from common.nn import Network
+from common.nn.network import EVAL_CHUNK
 
 Array = npt.NDArray[Any]
 
@@ -108,7 +109,7 @@ class Reduction(Protocol):
         """Gradients of ``(x, y)`` (this rank's rows) summed over ranks into ``net.grads``."""
         ...
 
-    def validate(self, net: Network, x_val: Array, y_val: Array) -> tuple[float, int]:
+    def validate(self, net: Network, data: Dataset) -> tuple[float, int]:
         """``(loss sum, correct)`` over the whole validation set, each rank its part."""
         ...
 
@@ -152,9 +153,9 @@ class SumReduction:
             raise DivergedError(f"diverged at step {step} (loss={global_loss})")
         return _timed(global_loss, t1 - t0, t2 - t1, slowest)
 
-    def validate(self, net: Network, x_val: Array, y_val: Array) -> tuple[float, int]:
-        lo, hi = shard_bounds(x_val.shape[0], self.comm.world_size, self.comm.rank)
-        self._validation[:] = net.evaluate(x_val[lo:hi], y_val[lo:hi])
+    def validate(self, net: Network, data: Dataset) -> tuple[float, int]:
+        lo, hi = shard_bounds(data.n_val, self.comm.world_size, self.comm.rank)
+        self._validation[:] = evaluate_rows(net, data, lo, hi)
         self.comm.allreduce_sum(self._validation)
         return float(self._validation[0]), int(self._validation[1])
 
@@ -223,19 +224,31 @@ class FixedPointReduction:
                                 f"{53 - SCALE_BITS}, the largest is {largest:.3g})")
         return _timed(global_loss, t1 - t0, t2 - t1, slowest)
 
-    def validate(self, net: Network, x_val: Array, y_val: Array) -> tuple[float, int]:
+    def validate(self, net: Network, data: Dataset) -> tuple[float, int]:
         """Validation in ``micro_shards`` fixed chunks, their loss sums in fixed point."""
-        n = x_val.shape[0]
+        n = data.n_val
         loss_fixed, correct = 0, 0
         for m in range(self.first, self.last):
             lo, hi = shard_bounds(n, self.micro_shards, m)
             if hi > lo:
-                loss_sum, right = net.evaluate(x_val[lo:hi], y_val[lo:hi])
+                loss_sum, right = evaluate_rows(net, data, lo, hi)
                 loss_fixed += int(loss_sum * SCALE)
                 correct += right
         self._validation[:] = (loss_fixed, correct)
         self.comm.allreduce_sum(self._validation)
         return float(self._validation[0]) / SCALE, int(self._validation[1])
+
+
+def evaluate_rows(net: Network, data: Dataset, lo: int, hi: int) -> tuple[float, int]:
+    """``(loss sum, correct)`` over validation rows ``[lo, hi)``, gathered a chunk at a time
+    (the same chunks :meth:`Network.evaluate` would cut, so the sums are the same)."""
+    loss_sum, correct = 0.0, 0
+    for start in range(lo, hi, EVAL_CHUNK):
+        x, y = data.take(data.val[start:min(hi, start + EVAL_CHUNK)])
+        chunk_loss, chunk_correct = net.evaluate(x, y)
+        loss_sum += chunk_loss
+        correct += chunk_correct
+    return loss_sum, correct
 
 
 def _timed(loss: float, compute: float, allreduce_call: float, slowest: float) -> Reduced:

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from common.checkpoint import TrainingState
 from common.collective import AllReduce
-from common.data import Dataset, epoch_order, steps_per_epoch
+from common.data import Dataset, steps_per_epoch
 from common.nn import Network, make_optimizer
 from common.records import ChunkResult, StepRecord
 from common.schemas import JobSpec
@@ -52,7 +52,7 @@ class Trainer:
         self.net = Network.from_spec(spec.model, seed=spec.seed, dtype=spec.dtype, loss=spec.loss,
                                      grads=self.reduction.gradient_buffer)
         self.optimizer = make_optimizer(spec.optimizer, self.net.num_parameters, self.net.dtype)
-        self.n_train = data.x_train.shape[0]
+        self.n_train = data.n_train
         self.steps_per_epoch = steps_per_epoch(self.n_train, spec.batch_size)
         self.total_steps = self.steps_per_epoch * spec.epochs
         if spec.max_steps:
@@ -61,7 +61,7 @@ class Trainer:
         capacity = self.reduction.capacity(spec.batch_size)
         self.net.reserve(capacity)
         self._x = np.empty((capacity, data.features), dtype=self.net.dtype)
-        self._y = np.empty((capacity, *data.y_train.shape[1:]), dtype=data.y_train.dtype)
+        self._y = np.empty((capacity, *data.y_tail), dtype=data.y_dtype)
         self._order: npt.NDArray[np.int64] = np.arange(0)
         self._order_epoch = -1
         comm.broadcast(self.net.params, root=0)
@@ -100,16 +100,15 @@ class Trainer:
     def _train_step(self) -> StepRecord:
         epoch, batch = divmod(self.step, self.steps_per_epoch)
         if epoch != self._order_epoch:
-            self._order, self._order_epoch = epoch_order(self.n_train, self.spec.seed, epoch), epoch
+            self._order, self._order_epoch = self.data.order(epoch), epoch
         start = batch * self.spec.batch_size
         global_batch = min(self.spec.batch_size, self.n_train - start)
         lo, hi = self.reduction.rows(global_batch)
 
         t0 = time.perf_counter()
-        rows = self._order[start + lo:start + hi]
+        rows = self.data.train[self._order[start + lo:start + hi]]
         x, y = self._x[:hi - lo], self._y[:hi - lo]
-        np.take(self.data.x_train, rows, axis=0, out=x)
-        np.take(self.data.y_train, rows, axis=0, out=y)
+        self.data.gather(rows, x, y)
         gather = time.perf_counter() - t0
         reduced = self.reduction.step(self.net, x, y, global_batch, self.step + 1)
         t2 = time.perf_counter()
@@ -125,9 +124,8 @@ class Trainer:
 
     def _validate(self) -> tuple[float | None, float | None]:
         """Exact validation loss and accuracy: each rank evaluates its part, then sum."""
-        n_val = self.data.x_val.shape[0]
+        n_val = self.data.n_val
         if n_val == 0:
             return None, None
-        loss_sum, correct = self.reduction.validate(self.net, self.data.x_val,
-                                                    self.data.y_val)
+        loss_sum, correct = self.reduction.validate(self.net, self.data)
         return loss_sum / n_val, (correct / n_val if self.net.classifies else None)

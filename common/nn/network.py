@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,7 @@ import numpy.typing as npt
 from common.nn.activations import make_activation
 from common.nn.layers import Dense
 from common.nn.losses import Loss, make_loss
+from common.preprocessing import ClassName, Preprocessing
 from common.schemas import DTypeName, LossName, ModelSpec
 
 Array = npt.NDArray[Any]
@@ -72,6 +73,8 @@ class Network:
         self.num_parameters = spec.num_parameters
         self.params: Array = np.zeros(self.num_parameters, dtype=self.dtype)
         self.grads: Array = self._gradient_buffer(grads)
+        #: What :meth:`predict` applies to raw inputs and outputs (a trained model's).
+        self.preprocessing = Preprocessing()
         self.layers: list[Dense] = []
         offset = 0
         for fan_in, fan_out, layer_spec in zip(sizes[:-1], sizes[1:], spec.layers, strict=True):
@@ -189,13 +192,22 @@ class Network:
         return loss, [(dW.copy(), db.copy()) for dW, db in self.gradient_views()]
 
     def predict(self, x: Array) -> Array:
-        """Output activations for ``x`` (n, input_dim): (n, output_dim), a new array."""
-        xc = self.check_inputs(x)
+        """Outputs for RAW inputs ``x`` (n, input_dim), as the user's data came: the
+        preprocessing is applied first, and regression outputs are mapped back to the
+        targets' units. (n, output_dim), a new array; class probabilities for classifiers."""
+        xc = self.preprocessing.transform_x(self.check_inputs(x), np.empty(
+            (np.shape(x)[0], self.input_dim), dtype=self.dtype))
         out = np.empty((xc.shape[0], self.output_dim), dtype=self.dtype)
         for start in range(0, xc.shape[0], EVAL_CHUNK):
             stop = start + EVAL_CHUNK
             out[start:stop] = self.forward(xc[start:stop])
-        return out
+        return out if self.classifies else self.preprocessing.inverse_y(out)
+
+    def class_names(self, outputs: Array) -> list[ClassName]:
+        """The class each row of :meth:`predict`'s ``outputs`` says, by its original name."""
+        indices = outputs.argmax(axis=1).tolist()
+        names = self.preprocessing.class_names
+        return [names[i] for i in indices] if names is not None else indices
 
     def evaluate(self, x: Array, y: Array) -> tuple[float, int]:
         """``(sum of per-sample losses, number classified correctly)`` over ``(x, y)``.
@@ -248,14 +260,19 @@ class Network:
 
     # ---- persistence --------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write an .npz with the flat parameters and the spec (no pickle)."""
+    def save(self, path: str | os.PathLike[str] | BinaryIO) -> None:
+        """Write an .npz with the flat parameters, the spec and the preprocessing (no pickle)."""
         meta = {"model": self.spec.model_dump(), "loss": self.loss.name, "dtype": self.dtype.name}
-        with open(path, "wb") as f:
-            np.savez(f, params=self.params, meta=np.array(json.dumps(meta)))
+        arrays: dict[str, Any] = {"params": self.params, "meta": np.array(json.dumps(meta)),
+                                  **self.preprocessing.to_arrays()}
+        if isinstance(path, str | os.PathLike):
+            with open(path, "wb") as f:
+                np.savez(f, **arrays)
+        else:
+            np.savez(path, **arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Network:
+    def load(cls, path: str | os.PathLike[str] | BinaryIO) -> Network:
         """Rebuild a network written by :meth:`save` (``allow_pickle=False``)."""
         with np.load(path, allow_pickle=False) as archive:
             meta = json.loads(str(archive["meta"]))
@@ -264,4 +281,5 @@ class Network:
             if params.shape != net.params.shape:
                 raise ValueError(f"params: expected shape {net.params.shape}, got {params.shape}")
             net.params[...] = params
+            net.preprocessing = Preprocessing.from_arrays({k: archive[k] for k in archive.files})
         return net

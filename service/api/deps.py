@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.config import Settings
+from service.datasets import DatasetCatalog
 from service.models import ModelCache
 from service.runner import Runner
 from service.scheduler import Scheduler
@@ -37,6 +38,11 @@ def get_scheduler(request: Request) -> Scheduler:
     return scheduler
 
 
+def get_catalog(request: Request) -> DatasetCatalog:
+    catalog: DatasetCatalog = request.app.state.catalog
+    return catalog
+
+
 def get_runner(request: Request) -> Runner:
     jobs_runner: Runner = request.app.state.runner
     return jobs_runner
@@ -47,6 +53,7 @@ StoreDep = Annotated[SqliteJobStore, Depends(get_store)]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
 RunnerDep = Annotated[Runner, Depends(get_runner)]
+CatalogDep = Annotated[DatasetCatalog, Depends(get_catalog)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

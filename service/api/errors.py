@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from common.errors import FieldError
-from service.errors import NotFoundError, StateConflictError
+from service.errors import NotFoundError, QuotaExceededError, StateConflictError
 
 
 def field_error_body(error: FieldError) -> dict[str, object]:
@@ -26,6 +26,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StateConflictError)
     async def conflict(request: Request, exc: StateConflictError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(QuotaExceededError)
+    async def over_quota(request: Request, exc: QuotaExceededError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_413_CONTENT_TOO_LARGE)
 
     @app.exception_handler(FieldError)
     async def refused_field(request: Request, exc: FieldError) -> JSONResponse:

@@ -219,8 +219,8 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    outputs: list[list[float]]  # the last layer's activations, one row per input
-    classes: list[int] | None  # argmax of each row, for classifiers
+    outputs: list[list[float]]  # class probabilities, or targets in their own units
+    classes: list[str | int] | None  # each row's class, by the name the data gave it
 
 
 @router.post("/{job_id}/predict", dependencies=[Depends(require_read_token)],
@@ -239,18 +239,26 @@ def predict(job: JobDep, request: PredictRequest, models: ModelsDep) -> Predicti
         outputs, net = models.predict(job.id, np.asarray(request.inputs))
     except ValueError as exc:
         raise FieldError("inputs", str(exc).replace("x: ", "", 1)) from exc
-    classes = outputs.argmax(axis=1).tolist() if net.classifies else None
+    classes = net.class_names(outputs) if net.classifies else None
     return Prediction(outputs=outputs.tolist(), classes=classes)
 
 
-@router.get("/{job_id}/model", response_class=FileResponse,
+@router.get("/{job_id}/model", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}},
                        409: {"description": "the job has not succeeded"}})
-def download_model(job: JobDep, settings: SettingsDep) -> FileResponse:
-    """The trained weights and spec, an .npz loadable with ``common.nn.Network.load``."""
+def download_model(job: JobDep, settings: SettingsDep, models: ModelsDep,
+                   format: Annotated[Literal["npz", "onnx"], Query(description=(
+                       "npz: for common.nn.Network.load; onnx: for standard runtimes"))]
+                   = "npz") -> Response:
+    """The trained model with its preprocessing: an .npz loadable with
+    ``common.nn.Network.load``, or an ONNX graph that takes raw rows."""
     path = settings.model_path(job.id)
     if job.state != JobState.succeeded or not path.exists():
         raise StateConflictError(f"job {job.id} is {job.state.value}: weights exist once it "
                                  "succeeded")
-    return FileResponse(path, media_type="application/octet-stream",
-                        filename=f"{job.name}-{job.id}.npz")
+    if format == "npz":
+        return FileResponse(path, media_type="application/octet-stream",
+                            filename=f"{job.name}-{job.id}.npz")
+    onnx_bytes = models.onnx(job.id, job.name)
+    return Response(onnx_bytes, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{job.id}.onnx"'})

@@ -87,6 +87,7 @@ def start_server(data_dir: Path, **settings: Any) -> Server:
            # its own Ray temp dir: every Ray process of this service names it on its
            # command line, so the tests can tell that none outlives the service
            "SYNCSGD_RAY_TEMP_DIR": f"/tmp/syncsgd-t{port}"}
+    env.pop("SYNCSGD_DATASETS_DIR", None)  # its own, under its data dir
     env.update({f"SYNCSGD_{k.upper()}": str(v) for k, v in settings.items()})
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"{data_dir.name}-service-{port}.log"

@@ -27,8 +27,9 @@ def make_app(tmp_path: Path) -> Iterator[AppFactory]:
     clients: list[TestClient] = []
 
     def make(cpus: float = 2, **settings: Any) -> TestClient:
-        config = Settings(_env_file=None, data_dir=tmp_path / f"data{len(clients)}",
-                          **settings)  # type: ignore[call-arg]
+        data_dir = tmp_path / f"data{len(clients)}"
+        settings.setdefault("datasets_dir", data_dir / "datasets")
+        config = Settings(_env_file=None, data_dir=data_dir, **settings)  # type: ignore[call-arg]
         client = TestClient(create_app(config, runner=InProcessRunner(config, cpus=cpus)))
         client.__enter__()  # runs the lifespan: store, scheduler
         clients.append(client)

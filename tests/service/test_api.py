@@ -21,6 +21,7 @@ from tests.helpers import (
     npz,
     run_job,
     streamed_steps,
+    wait_for,
     wait_job,
 )
 from tests.reference import single_process_run
@@ -121,10 +122,10 @@ BAD_FIELDS = [
     ({"epochs": 10000, "data": {"dataset": "synthetic", "synthetic": {
         "samples": 1_000_000, "features": 64, "outputs": 10}}}, ["body", "epochs"],
      "(SYNCSGD_MAX_EPOCH_SAMPLES)"),
-    ({"model": {"input_dim": 6000, "layers": [{"units": 2, "activation": "softmax"}]},
-      "data": {"dataset": "synthetic", "synthetic": {"samples": 20_000, "features": 6000,
-                                                     "outputs": 2}}},
-     ["body", "data"], "(SYNCSGD_MAX_DATASET_VALUES)"),
+    ({"model": {"input_dim": 1, "layers": [{"units": 65536, "activation": "softmax"}]},
+      "data": {"dataset": "synthetic", "synthetic": {"samples": 300_000, "features": 1,
+                                                     "outputs": 65536}}},
+     ["body", "data", "synthetic"], "samples x outputs: 300000 x 65536 is over the limit"),
     ({"data": {"dataset": "ds_0000000000000000"}}, ["body", "data", "dataset"],
      "no dataset 'ds_0000000000000000' has been uploaded"),
     ({"workers": 2, "deterministic": True, "micro_shards": 1}, ["body"],
@@ -146,45 +147,60 @@ def test_a_refused_spec_is_a_422_naming_the_field_and_stores_nothing(api: TestCl
     assert api.get("/jobs").json()["total"] == 0
 
 
-BAD_UPLOADS = [
-    ("csv", b"1,2,0\n3,nan,1\n", ["body", "x"], "x: contains NaN or inf (first in row 2)"),
-    ("csv", b"1,2,0\n3,inf,1\n", ["body", "x"], "x: contains NaN or inf (first in row 2)"),
-    ("csv", b"1,2,0\n3,4\n", ["body", "file"], "row 2: has 2 values, expected 3 (ragged rows)"),
-    ("csv", b"1,2,0\n3,4,-1\n", ["body", "y"], "y: class labels must be integers in [0, 65536)"),
-    ("csv", b"1,2,0\n3,4,1.5\n", ["body", "y"], "y: class labels must be integers"),
-    ("csv", b"1,2,0\n3,abc,1\n", ["body", "file"], "row 2, column 2: 'abc' is not a number"),
+BAD_UPLOADS = [  # every kind of refusal; tests/service/test_ingest.py has them all
+    ("csv", b"1,2,0\n3,nan,1\n", ["body", "x"], "NaN, inf or a missing value in row 2"),
+    ("csv", b"1,2,0\n3,4\n", ["body", "file"], "a row has 2 values, expected 3 (ragged rows)"),
+    ("csv", b"a,b,c\n1,x,0\n3,abc,1\n", ["body", "file"], "column 'b' is not numeric"),
     ("csv", b"\xff\xfe\x00", ["body", "file"], "file: not UTF-8 text"),
-    ("csv", b"", ["body", "file"], "file: no data rows"),
-    ("csv", b'1,2,0\n"3,4,1\n', ["body", "file"], "not valid CSV"),
-    ("npz", npz(x=np.array([[1, None], [2, 3]], dtype=object), y=np.array([0, 1])),
-     ["body", "npz"], "npz: object arrays (pickle) are not accepted"),
+    ("csv", b"a,b\n1,2\n", ["body", "file"], "needs at least 2 data rows, found 1"),
     ("npz", npz(x=np.ones((3, 2))), ["body", "npz"], "needs arrays 'x' and 'y'; missing ['y']"),
-    ("npz", npz(x=np.ones((3, 2)), y=np.array(["a", "b", "c"])), ["body", "y"],
-     "y: must be numbers"),
     ("npz", npz(x=np.ones((3, 2)), y=np.array([0, 1])), ["body", "y"], "y: has 2 rows, x has 3"),
     ("npz", b"PK\x03\x04 not really a zip", ["body", "file"], "file: not a valid .npz archive"),
 ]
 
 
-def test_a_refused_upload_is_a_422_naming_the_problem_and_stores_nothing(
+def test_a_refused_upload_is_a_4xx_naming_the_problem_and_stores_nothing(
         make_app: AppFactory) -> None:
-    api = make_app(max_upload_bytes=200_000)
+    api = make_app(datasets_quota_bytes=200_000)
     for fmt, body, loc, message in BAD_UPLOADS:
-        response = api.post("/datasets", content=body, params={"name": "t", "format": fmt})
+        response = api.post("/datasets", content=body,
+                            params={"name": "t", "format": fmt, "wait": True})
         assert response.status_code == 422, (message, response.text)
         (error,) = response.json()["detail"]
         assert error["loc"] == loc and message in error["msg"], (message, error)
+    missing_label = api.post("/datasets", content=b"a,b\n1,2\n", params={
+        "name": "t", "label": "kind"})  # refused before any ingest, with or without wait
+    assert missing_label.status_code == 422 and "no column 'kind'" in missing_label.text
     pickled = io.BytesIO()  # an object array, which .npy stores as a pickle: never loaded
-    np.lib.format.write_array(pickled, np.array([{"evil": 1}], dtype=object))
-    assert api.post("/datasets", content=pickled.getvalue(),
-                    params={"name": "t", "format": "npz"}).status_code == 422
+    np.savez(pickled, allow_pickle=True, x=np.array([{"evil": 1}] * 2, dtype=object),
+             y=np.array([0, 1]))
+    refused = api.post("/datasets", content=pickled.getvalue(),
+                       params={"name": "t", "format": "npz"})
+    assert refused.status_code == 422 and "got object" in refused.text
     too_big = api.post("/datasets", content=b"1,2,0\n" * 40_000, params={"name": "t"})
-    assert too_big.status_code == 413 and "SYNCSGD_MAX_UPLOAD_BYTES" in too_big.text
+    assert too_big.status_code == 413 and "SYNCSGD_DATASETS_QUOTA_BYTES" in too_big.text
     assert api.get("/datasets").json() == []
+    directory = api.app.state.settings.datasets_path  # type: ignore[attr-defined]
+    assert [p.name for p in directory.iterdir() if p.name != "builtin"] == []
+
+
+def test_an_upload_refused_while_ingesting_shows_as_failed_with_the_reason(
+        api: TestClient) -> None:
+    accepted = api.post("/datasets", content=b"a,b,c\n1,2,0\n3,nan,1\n", params={"name": "t"})
+    assert accepted.status_code == 202 and accepted.json()["state"] == "ingesting"
+    dataset_id = accepted.json()["id"]
+    failed = wait_for(lambda: (d := api.get(f"/datasets/{dataset_id}").json())["state"]
+                      != "ingesting" and d, 10, "the ingest to end")
+    assert failed["state"] == "failed" and "row 2, column 'b'" in failed["error"]
+    refused = api.post("/jobs", json={**SMALL, "data": {"dataset": dataset_id}})
+    assert refused.status_code == 422 and "is failed" in refused.text
+    assert not (api.app.state.settings.datasets_path / dataset_id).exists()  # type: ignore[attr-defined]
+    assert api.delete(f"/datasets/{dataset_id}").status_code == 204
 
 
 def test_an_upload_is_a_dataset_jobs_can_name(api: TestClient) -> None:
-    created = api.post("/datasets", content=four_class_csv(), params={"name": "four"})
+    created = api.post("/datasets", content=four_class_csv(),
+                       params={"name": "four", "wait": True})
     assert created.status_code == 201, created.text
     dataset = created.json()
     assert (dataset["rows"], dataset["features"], dataset["classes"]) == (300, 5, 4)
@@ -192,9 +208,17 @@ def test_an_upload_is_a_dataset_jobs_can_name(api: TestClient) -> None:
     spec = {**SMALL, "model": {"input_dim": 5, "layers": [
         {"units": 16, "activation": "tanh"}, {"units": 4, "activation": "softmax"}]},
         "data": {"dataset": dataset["id"]}, "epochs": 20, "batch_size": 32}
-    assert run_job(api, spec)["val_accuracy"] > 0.85
+    job = run_job(api, spec)
+    assert job["val_accuracy"] > 0.85
     wrong = api.post("/jobs", json={**spec, "model": {**spec["model"], "input_dim": 6}})
     assert wrong.status_code == 422 and "has 5 features" in wrong.json()["detail"][0]["msg"]
+    in_use = api.post("/jobs", json={**spec, "epochs": 5000}).json()["id"]
+    busy = api.delete(f"/datasets/{dataset['id']}")
+    assert busy.status_code == 409 and in_use in busy.json()["detail"]
+    api.post(f"/jobs/{in_use}/cancel")
+    wait_job(api, in_use)
+    assert api.delete(f"/datasets/{dataset['id']}").status_code == 204
+    assert api.get("/datasets").json() == []
 
 
 def test_conflicts_with_a_job_s_state_are_409s(make_app: AppFactory) -> None:
@@ -222,8 +246,15 @@ def test_conflicts_with_a_job_s_state_are_409s(make_app: AppFactory) -> None:
 
 
 def test_other_refusals_name_the_field_or_the_setting(make_app: AppFactory) -> None:
-    api = make_app(max_request_bytes=4096)
+    api = make_app(max_request_bytes=4096, datasets_quota_bytes=1_000_000)
     job_id = run_job(api, SMALL)["id"]
+    generated = api.post("/jobs", json={**SMALL, "model": {"input_dim": 100, "layers": [
+        {"units": 2, "activation": "softmax"}]}, "data": {"dataset": "synthetic", "synthetic": {
+            "samples": 20_000, "features": 100, "outputs": 2}}})
+    assert generated.status_code == 422
+    (error,) = generated.json()["detail"]
+    assert error["loc"] == ["body", "data", "synthetic"]
+    assert "SYNCSGD_DATASETS_QUOTA_BYTES" in error["msg"]
     huge = api.post("/jobs", content=b"{" + b" " * 8192 + b"}",
                     headers={"content-type": "application/json"})
     assert huge.status_code == 413 and "SYNCSGD_MAX_REQUEST_BYTES" in huge.json()["detail"]

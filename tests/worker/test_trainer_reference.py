@@ -1,12 +1,14 @@
 """The trainer (world size 1) against a plain loop written from the engine's public API."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from common.collective import LocalAllReduce
-from common.data import epoch_order, load_dataset
+from common.data import dataset_from_arrays, epoch_order, load_dataset
 from common.nn import Network, make_optimizer
-from common.schemas import JobSpec
+from common.schemas import DataSpec, JobSpec
 from worker.trainer import DivergedError, Trainer
 
 SPEC = JobSpec.model_validate({
@@ -63,14 +65,14 @@ def test_divergence_stops_before_the_update(deterministic: bool) -> None:
     np.testing.assert_array_equal(trainer.net.params, before)
 
 
-def test_deterministic_mode_refuses_sums_too_large_to_add_exactly() -> None:
-    """Finite but huge gradients (targets ~1e9): their fixed-point sums would pass 2**53,
+def test_deterministic_mode_refuses_sums_too_large_to_add_exactly(tmp_path: Path) -> None:
+    """Finite but huge gradients (raw targets ~1e9): their fixed-point sums would pass 2**53,
     where float64 stops adding integers exactly, and the bits would depend on the order."""
-    from common.data import Dataset
-
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((40, 3))
-    data = Dataset("huge", x, rng.standard_normal((40, 1)) * 1e9, x[:4], np.zeros((4, 1)), None)
+    data = dataset_from_arrays(tmp_path / "huge", rng.standard_normal((44, 3)),
+                               rng.standard_normal((44, 1)) * 1e9, dtype="float64",
+                               spec=DataSpec(standardize_targets=False,
+                                             validation_fraction=0.1))
     spec = JobSpec.model_validate({"model": {"input_dim": 3, "layers": [
         {"units": 1, "activation": "identity"}]}, "loss": "mse", "batch_size": 20,
         "dtype": "float64", "allreduce": "local", "deterministic": True, "micro_shards": 2})
