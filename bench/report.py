@@ -80,6 +80,7 @@ def main() -> None:
     rows += deterministic
     rows += run_mpiexec_json("bench.overlap")["results"]
     rows += run_json("bench.end_to_end")["results"]
+    rows += run_json("bench.data")["results"]
     report = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
               "machine": machine_info(), "results": rows,
               "profile_step": run_json("bench.profile_step")}

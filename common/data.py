@@ -172,7 +172,7 @@ def load_dataset(spec: DataSpec, *, seed: int, dtype: DTypeName = "float32",
     """Open the dataset ``spec`` names, split it, and fit its preprocessing on the training
     part (one streaming pass): what a driver does once per job."""
     directory = dataset_directory(spec, seed=seed, datasets_dir=datasets_dir)
-    return _prepared(directory, spec, seed, dtype)
+    return prepare_dataset(directory, spec, seed=seed, dtype=dtype)
 
 
 def dataset_from_arrays(directory: Path, x: Array, y: Array, *, spec: DataSpec | None = None,
@@ -182,10 +182,12 @@ def dataset_from_arrays(directory: Path, x: Array, y: Array, *, spec: DataSpec |
     labels = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
     write_layout(directory, x, y, {"name": directory.name, "feature_names": [
         f"x{i}" for i in range(x.shape[1])], "label": None, "content_hash": ""}, labels=labels)
-    return _prepared(directory, spec or DataSpec(), seed, dtype)
+    return prepare_dataset(directory, spec or DataSpec(), seed=seed, dtype=dtype)
 
 
-def _prepared(directory: Path, spec: DataSpec, seed: int, dtype: DTypeName) -> Dataset:
+def prepare_dataset(directory: Path, spec: DataSpec, *, seed: int,
+                    dtype: DTypeName = "float32") -> Dataset:
+    """The layout at ``directory``, split and with its preprocessing fitted for ``spec``."""
     plain = Dataset(DataRef(str(directory), spec, seed, dtype), open_layout(directory))
     preprocessing = fit_preprocessing(plain)
     return Dataset(DataRef(str(directory), spec, seed, dtype, preprocessing), plain.stored)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from common.schemas import DatasetPublic, DatasetRegistration, DTypeName
 from service.api.deps import CatalogDep, StoreDep, require_read_token, require_token
@@ -48,8 +48,7 @@ async def upload_dataset(
         header: Annotated[bool | None, Query(description=(
             "CSV: is the first row a header? default: when it is not all numbers"))] = None,
         dtype: DTypeName = "float32",
-        wait: Annotated[bool, WAIT] = False,
-        content_length: Annotated[int | None, Header(ge=0)] = None) -> DatasetPublic:
+        wait: Annotated[bool, WAIT] = False) -> DatasetPublic:
     """Upload a file as the request body, streamed to disk (never held in memory).
 
     CSV or Parquet: one column is the label (``label``, default the last), every other
@@ -57,7 +56,9 @@ async def upload_dataset(
     or (rows, outputs); no pickled or object arrays. Class labels may be whole numbers
     or text; they become classes 0..k-1 in sorted order, and predictions name them."""
     options = IngestOptions(name, format, task, label, header, dtype)
-    dataset = await catalog.upload(request.stream(), content_length, options, wait)
+    declared = request.headers.get("content-length", "")
+    dataset = await catalog.upload(request.stream(), int(declared) if declared.isdigit()
+                                   else None, options, wait)
     return _answer(dataset, response)
 
 

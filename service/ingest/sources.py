@@ -17,14 +17,24 @@ from typing import IO, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.dataset as pads
 
 from common.errors import FieldError
 
 Array = npt.NDArray[Any]
 Format = Literal["csv", "parquet", "npz", "npy"]
 Task = Literal["classification", "regression"]
-BATCH_BYTES = 16 << 20  # what pyarrow reads at a time
-NPY_BATCH_ROWS = 65_536
+#: About what one batch of rows takes as text or as float64: small enough that parsing,
+#: converting and writing a batch keep ingest's memory flat (tens of MB) whatever the file.
+BATCH_BYTES = 4 << 20
+
+
+def rows_per_batch(width: int) -> int:
+    """Rows of ``width`` float64 values in about :data:`BATCH_BYTES`."""
+    return max(256, BATCH_BYTES // (8 * max(1, width)))
 
 
 class IngestError(FieldError):
@@ -77,9 +87,6 @@ def open_source(path: Path, fmt: Format, task: Task, label: str | None,
 def _labels(column: Any, task: Task, name: str) -> Array:
     """A label column as numpy: class labels as int64 when they are whole numbers, else as
     strings; regression targets as float64 (n, 1)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if column.null_count:
         raise IngestError("label", f"column {name!r} has missing values")
     if task == "regression":
@@ -96,8 +103,10 @@ def _labels(column: Any, task: Task, name: str) -> Array:
     if pa.types.is_integer(column.type):
         return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        try:  # whole numbers written as text (CSV) are numbers
-            return np.asarray(pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False))
+        try:  # whole numbers written as text (CSV: "3", "3.0") are numbers
+            numbers = np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False))
+            if np.all(np.mod(numbers, 1) == 0):
+                return numbers.astype(np.int64)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
         labels: Array = np.asarray(pc.cast(column, pa.string()).to_numpy(zero_copy_only=False),
@@ -131,9 +140,6 @@ class CsvSource:
         self._text_labels: bool | None = None
 
     def batches(self) -> Iterator[tuple[Array, Array]]:
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-
         ragged: list[str] = []
 
         def refuse_ragged(row: Any) -> str:
@@ -144,18 +150,17 @@ class CsvSource:
         types = {n: pa.float64() for n in self.columns.features}
         types[self.columns.label] = pa.float64() if self.task == "regression" else pa.string()
         options = {
-            "read_options": pcsv.ReadOptions(column_names=self.columns.names,
-                                             skip_rows=1 if self.has_header else 0,
-                                             block_size=BATCH_BYTES),
+            "read_options": pcsv.ReadOptions(column_names=self.columns.names),
             "parse_options": pcsv.ParseOptions(invalid_row_handler=refuse_ragged),
             "convert_options": pcsv.ConvertOptions(column_types=types,
                                                    strings_can_be_null=False)}
-        try:
-            reader = pcsv.open_csv(self.path, **options)  # reads the first block
-            for batch in reader:
+        for chunk in _line_chunks(self.path, skip_first=self.has_header):
+            try:
+                table = pcsv.read_csv(pa.BufferReader(chunk), **options)
+            except pa.ArrowInvalid as exc:
+                raise IngestError("file", ragged[0] if ragged else self._explain(exc)) from None
+            for batch in table.to_batches():
                 yield _features(batch, self.columns.features), self._consistent(batch)
-        except pa.ArrowInvalid as exc:
-            raise IngestError("file", ragged[0] if ragged else self._explain(exc)) from None
 
     def _consistent(self, batch: Any) -> Array:
         """The batch's labels, of the same kind (numbers or text) as the first batch's:
@@ -176,6 +181,30 @@ class CsvSource:
             reason = text.rsplit(":", 1)[-1].strip()
             return f"column {self.columns.names[index]!r} is not numeric ({reason})"
         return f"not valid CSV ({text})"
+
+
+def _line_chunks(path: Path, skip_first: bool) -> Iterator[bytes]:
+    """The file in pieces of about :data:`BATCH_BYTES` that end at a line break (pyarrow's
+    own streaming reader reads many blocks ahead, holding a good part of a large file in
+    memory; whole lines in bounded pieces keep ingest's memory flat)."""
+    with open(path, "rb") as f:
+        rest, first = b"", skip_first
+        while block := f.read(BATCH_BYTES):
+            block = rest + block
+            if first:  # the header: up to the first line break of any kind
+                ends = [i for i in (block.find(b"\n"), block.find(b"\r")) if i >= 0]
+                if not ends:
+                    rest = block
+                    continue
+                block, first = block[min(ends) + 1:].lstrip(b"\n"), False
+            cut = max(block.rfind(b"\n"), block.rfind(b"\r")) + 1
+            if cut == 0:  # one line longer than a piece: keep reading it
+                rest = block
+                continue
+            rest = block[cut:]
+            yield block[:cut]
+        if rest.strip():
+            yield rest
 
 
 def _first_row(path: Path) -> list[str]:
@@ -203,9 +232,6 @@ class ParquetSource:
     """A Parquet file, or a directory of them (one dataset, files in name order)."""
 
     def __init__(self, path: Path, task: Task, label: str | None):
-        import pyarrow as pa
-        import pyarrow.dataset as pads
-
         self.task = task
         try:
             self.dataset = pads.dataset(path, format="parquet")
@@ -227,7 +253,9 @@ class ParquetSource:
         self.declared_rows: int | None = int(self.dataset.count_rows())  # from the metadata
 
     def batches(self) -> Iterator[tuple[Array, Array]]:
-        for batch in self.dataset.to_batches(batch_size=NPY_BATCH_ROWS):
+        width = len(self.columns.names)
+        for batch in self.dataset.to_batches(batch_size=rows_per_batch(width),
+                                             batch_readahead=1, fragment_readahead=1):
             yield (_features(batch, self.columns.features),
                    _labels(batch.column(self.columns.label), self.task, self.columns.label))
 
@@ -253,8 +281,9 @@ def read_npy_header(stream: IO[bytes], name: str) -> tuple[tuple[int, ...], np.d
 def _rows_of(stream: IO[bytes], shape: tuple[int, ...], dtype: np.dtype[Any]
              ) -> Iterator[Array]:
     width = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-    for lo in range(0, shape[0], NPY_BATCH_ROWS):
-        n = min(NPY_BATCH_ROWS, shape[0] - lo)
+    step = rows_per_batch(width)
+    for lo in range(0, shape[0], step):
+        n = min(step, shape[0] - lo)
         data = stream.read(n * width * dtype.itemsize)
         if len(data) != n * width * dtype.itemsize:
             raise IngestError("file", "an array ends before its declared shape")
@@ -346,6 +375,6 @@ class NpySource(_ArrayPair):
     def batches(self) -> Iterator[tuple[Array, Array]]:
         x = np.load(self.x_path, mmap_mode="r", allow_pickle=False)
         y = np.load(self.y_path, mmap_mode="r", allow_pickle=False)
-        step = NPY_BATCH_ROWS
+        step = rows_per_batch(self.x_shape[1])
         yield from self._pairs((x[lo:lo + step] for lo in range(0, len(x), step)),
                                (y[lo:lo + step] for lo in range(0, len(y), step)))

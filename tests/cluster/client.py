@@ -9,6 +9,7 @@ Prints one JSON object.
     wait URL JOB_ID              wait for the job to end; print it
     health URL                   GET /healthz
     post URL SPEC_JSON           POST /jobs; print the status code and the body
+    register URL JSON            POST /datasets/register, waiting; print the dataset
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def main(command: str, url: str, *args: str) -> None:
     elif command == "post":
         response = client.http.post("/jobs", json=json.loads(args[0]))
         result = {"status": response.status_code, "body": response.json()}
+    elif command == "register":
+        result = client.register_dataset(json.loads(args[0]), wait=True)
     elif command == "start":
         result = start(client, json.loads(args[0]))
     elif command == "run":

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from common.nn import Network
@@ -115,7 +117,10 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
         # worker nodes that join after it started.
         api_env = {**base, **compose.environment("api", {
             **ray_auth, "SYNCSGD_RAY_ADDRESS": f"{head}:6379", "SYNCSGD_TOKEN": api_token,
-            "SYNCSGD_DATA_DIR": str(tmp / "data"), "SYNCSGD_PORT": str(API_PORT)})}
+            "SYNCSGD_DATA_DIR": str(tmp / "data"), "SYNCSGD_PORT": str(API_PORT),
+            "SYNCSGD_DATASETS_ROOT": str(tmp / "shared"),
+            "SYNCSGD_DATASETS_DIR": str(tmp / "shared" / ".syncsgd")})}
+        (tmp / "shared").mkdir()
         net.spawn("head", compose.command("api"), api_env, tmp / "api.log", cwd=ROOT)
         wait_healthy(net, "head", "api", api_env)
         cluster = Cluster(net, {**base, "SYNCSGD_TOKEN": api_token}, tmp)
@@ -190,6 +195,39 @@ def test_a_spread_job_trains_across_nodes_and_equals_one_process(cluster: Cluste
     assert [p["step"] for p in result["curve"]] == list(range(1, steps + 1))
     np.testing.assert_allclose([p["loss"] for p in result["curve"]], losses, rtol=1e-10)
     assert result["streamed_steps"] == list(range(1, steps + 1))  # live, over SSE
+
+
+def test_ranks_on_two_nodes_read_one_registered_dataset_from_the_shared_root(
+        cluster: Cluster) -> None:
+    """The dataset (16 MB of features) is on storage both nodes mount; what crosses the
+    veths is the gradients, not the data."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((20_000, 100))
+    table = pa.table({**{f"f{i}": x[:, i] for i in range(100)},
+                      "label": np.where(x[:, 0] + x[:, 1] > 0, "up", "down")})
+    pq.write_table(table, cluster.tmp / "shared" / "points.parquet")
+    dataset = cluster.client("register", cluster.url, json.dumps({
+        "name": "points", "path": "points.parquet", "format": "parquet", "label": "label"}))
+    assert dataset["state"] == "ready" and dataset["rows"] == 20_000, dataset
+    spec = {"model": {"input_dim": 100, "layers": [{"units": 8, "activation": "tanh"},
+                                                   {"units": 2, "activation": "softmax"}]},
+            "data": {"dataset": dataset["id"], "validation_fraction": 0.05},
+            "batch_size": 256, "max_steps": 60, "workers": 2, "placement": "spread",
+            "allreduce": "mpi", "dtype": "float64"}
+    workers = ("worker1", "worker2")
+    before = {role: cluster.net.interface_bytes(role) for role in workers}
+    result = cluster.client("run", cluster.url, json.dumps(spec), str(cluster.tmp / "points"))
+    after = {role: cluster.net.interface_bytes(role) for role in workers}
+    job = result["job"]
+    assert job["state"] == "succeeded", (job["error"], cluster.logs())
+    assert job["val_accuracy"] > 0.9
+    dataset_bytes = x.astype(np.float32).nbytes
+    gradients = 60 * (100 * 8 + 8 + 8 * 2 + 2) * 8
+    for role in workers:
+        received = after[role][0] - before[role][0]
+        print(f"registered dataset, {role}: received {received / 1e6:.2f} MB; the features "
+              f"file is {dataset_bytes / 1e6:.1f} MB, the gradients {gradients / 1e6:.2f} MB")
+        assert gradients <= received < dataset_bytes / 4, (role, received)
 
 
 def test_mpiexec_across_two_namespaces_gives_the_same_weights(cluster: Cluster) -> None:

@@ -90,16 +90,17 @@ def test_the_downloaded_model_predicts_the_reported_accuracy(server: Server,
     net = Network.load(path)
     spec = JobSpec.model_validate(digits_job["spec"])
     data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
-    accuracy = float(np.mean(net.predict(data.x_val).argmax(axis=1) == data.y_val))
+    raw = np.asarray(data.stored.x[data.val])  # the pixels as the user has them
+    accuracy = float(np.mean(net.predict(raw).argmax(axis=1) == data.y_val))
     assert accuracy == pytest.approx(digits_job["val_accuracy"], abs=1e-12)
     assert accuracy > 0.95
 
-    rows = data.x_val[:25].tolist()
+    rows = raw[:25].tolist()
     served = httpx.post(f"{server.url}/jobs/{digits_job['id']}/predict", json={"inputs": rows})
     assert served.status_code == 200
     body = served.json()
-    assert body["classes"] == net.predict(data.x_val[:25]).argmax(axis=1).tolist()
-    np.testing.assert_allclose(body["outputs"], net.predict(data.x_val[:25]), rtol=1e-6)
+    assert body["classes"] == net.predict(raw[:25]).argmax(axis=1).tolist()
+    np.testing.assert_allclose(body["outputs"], net.predict(raw[:25]), rtol=1e-6)
 
     csv_file = tmp_path / "inputs.csv"
     csv_file.write_text("\n".join(",".join(repr(v) for v in row) for row in rows[:5]))
@@ -108,6 +109,17 @@ def test_the_downloaded_model_predicts_the_reported_accuracy(server: Server,
                          check=False)
     assert cli.returncode == 0, cli.stderr
     assert [int(v) for v in cli.stdout.split()] == body["classes"][:5]
+
+    exported = tmp_path / "model.onnx"
+    cli = subprocess.run([SYNCSGD, "--url", server.url, "model", digits_job["id"], "--format",
+                          "onnx", "-o", str(exported)], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert cli.returncode == 0, cli.stderr
+    import onnxruntime
+
+    (probabilities,) = onnxruntime.InferenceSession(str(exported)).run(
+        None, {"input": raw[:25].astype(np.float32)})
+    assert probabilities.argmax(axis=1).tolist() == body["classes"]
 
 
 def test_predict_refuses_the_wrong_shape_naming_the_expected_one(
