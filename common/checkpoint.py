@@ -43,7 +43,7 @@ def save_checkpoint(directory: Path, state: TrainingState, keep: int = 3) -> Pat
         f.flush()
         os.fsync(f.fileno())
     partial.replace(path)
-    _fsync_directory(directory)
+    fsync_directory(directory)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -73,7 +73,8 @@ def latest_checkpoint(directory: Path) -> tuple[TrainingState, Path] | None:
     return None
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (the entry, not only the file's bytes)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
+from common.checkpoint import fsync_directory
+
 Array = npt.NDArray[Any]
 Task = Literal["classification", "regression"]
 ClassName = str | int
@@ -156,12 +158,14 @@ class LayoutWriter:
                            class_names=class_names, x_dtype=self.x_dtype.name,
                            task="classification" if self.labels else "regression", **meta)
         (self.partial / "meta.json").write_text(full.model_dump_json())
+        fsync_directory(self.partial)
         try:
             self.partial.rename(self.final)
         except OSError:
             if not layout_exists(self.final):
                 raise
             shutil.rmtree(self.partial, ignore_errors=True)  # another writer finished first
+        fsync_directory(self.final.parent)
         return full
 
     def _sorted_classes(self) -> list[ClassName]:

@@ -29,6 +29,8 @@ MAX_UNITS = 65_536
 MAX_LAYERS = 64
 MAX_INPUT_DIM = 1_000_000
 MAX_DATASET_VALUES = 200_000_000  # samples x features: 800 MB as float32
+#: Names are labels that reach logs: no newlines or other control characters.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
 class _Strict(BaseModel):
@@ -142,7 +144,8 @@ class DataSpec(_Strict):
 class JobSpec(_Strict):
     """Everything that defines one training run. Same spec + same seed = same run."""
 
-    name: str = Field(default="job", min_length=1, max_length=100)
+    name: str = Field(default="job", min_length=1, max_length=100, pattern=NAME_PATTERN,
+                      description="a label; no control characters (it goes into logs)")
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: LossName = "cross_entropy"
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -172,6 +175,19 @@ class JobSpec(_Strict):
                                 description="bit-identical weights for any workers <= micro_shards")
     micro_shards: int = Field(default=4, ge=1, le=4096,
                               description="deterministic mode: fixed pieces of each global batch")
+
+    def worker_memory_bytes(self) -> int:
+        """What one rank's arrays take, at most: parameters, gradients and optimizer state,
+        and the per-batch buffers (each layer's pre-activation, output, error and scratch,
+        the gathered input rows twice) for the most rows a rank computes at once."""
+        itemsize = 4 if self.dtype == "float32" else 8
+        rows = -(-self.batch_size // self.workers)
+        if self.deterministic:  # whole micro-shards: a rank may own several
+            per_shard = -(-self.batch_size // self.micro_shards)
+            rows = -(-self.micro_shards // self.workers) * per_shard
+        units = sum(layer.units for layer in self.model.layers)
+        batch = rows * (4 * units + 2 * self.model.input_dim)
+        return (batch + 5 * self.model.num_parameters) * itemsize
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
@@ -290,7 +306,7 @@ class DatasetRegistration(BaseModel):
     """A file, or a directory of Parquet files, under the service's datasets root."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
     path: str = Field(min_length=1, max_length=4096,
                       description="relative to SYNCSGD_DATASETS_ROOT; nothing outside it")
     format: Literal["csv", "parquet", "npy"]

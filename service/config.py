@@ -7,11 +7,12 @@ SQLite under ``./syncsgd-data``, no auth, loopback only.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +54,12 @@ class Settings(BaseSettings):
 
     # limits
     max_workers_per_job: int = Field(default=16, ge=1, le=1024)
+    max_worker_memory_bytes: int = Field(
+        default=8 * 2**30, ge=2**20,
+        description="the arrays of one rank (parameters, optimizer state, batch buffers)")
+    max_start_attempts: int = Field(
+        default=3, ge=1, le=100, description="a job whose start the service did not survive "
+                                             "this many times is failed, not started again")
     max_parameters: int = Field(default=50_000_000, ge=1)
     max_epoch_samples: int = Field(default=2_000_000_000, ge=1,
                                    description="epochs x training samples, per job")
@@ -75,6 +82,22 @@ class Settings(BaseSettings):
     # operators' drills and tests only
     fault_injection: bool = Field(default=False,
                                   description="enable POST /jobs/{id}/faults (kills workers)")
+
+    @model_validator(mode="after")
+    def _auth_where_it_listens(self) -> Self:
+        if self.token is not None and not self.token.get_secret_value().strip():
+            raise ValueError("token: SYNCSGD_TOKEN is set but empty, which would let every "
+                             "request through; set a secret, or unset it")
+        if self.token is None and not _loopback(self.host):
+            raise ValueError(f"token: the service would listen on {self.host}, beyond "
+                             "loopback, with no SYNCSGD_TOKEN; set one")
+        return self
+
+    @property
+    def reads_need_token(self) -> bool:
+        """Reads need the token when asked, and whenever the service listens beyond
+        loopback (its data and weights are no one else's)."""
+        return self.token is not None and (self.auth_reads or not _loopback(self.host))
 
     @cached_property
     def database_path(self) -> Path:
@@ -100,3 +123,12 @@ class Settings(BaseSettings):
     def checkpoint_dir(self, job_id: str) -> Path:
         """A running job's checkpoints, gone once it ends."""
         return self.checkpoints_dir / job_id
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -24,33 +25,64 @@ from service.store import SqliteJobStore
 log = logging.getLogger("syncsgd.scheduler")
 
 
-class StoreWriter:
-    """Applies store writes in order on one background thread."""
+#: Waits between the tries of a store write that failed (a locked database, a full disk):
+#: about 12 s in all before the write counts as lost.
+RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 4.0)
+#: Writes waiting at most; a driver that gets ahead of the disk waits (backpressure).
+QUEUE_LIMIT = 64
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
+WriteFailure = Callable[[str | None, Exception], None]
+
+
+class StoreWriter:
+    """Applies store writes in order on one background thread, each retried with backoff.
+
+    A write that still fails after every retry is reported to ``on_failure`` with the
+    job it belongs to, which fails that job; none is dropped silently. The queue is
+    bounded, so a driver that writes faster than the disk takes them waits in ``put``
+    instead of growing memory.
+    """
+
+    def __init__(self, on_failure: WriteFailure, delays_s: tuple[float, ...] = RETRY_DELAYS_S):
+        self._on_failure, self._delays = on_failure, delays_s
+        self._queue: queue.Queue[tuple[Callable[[], object], str | None] | None] = (
+            queue.Queue(maxsize=QUEUE_LIMIT))
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
         self._thread.start()
 
-    def put(self, write: Callable[[], object]) -> None:
-        self._queue.put(write)
+    def put(self, write: Callable[[], object], job_id: str | None = None) -> None:
+        self._queue.put((write, job_id))
 
     def flush(self) -> None:
         self._queue.join()
 
     def stop(self) -> None:
         self._queue.put(None)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=60)
 
     def _loop(self) -> None:
-        while (write := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            write, job_id = item
             try:
-                write()
-            except Exception:
-                log.exception("store write failed")
+                self._apply(write, job_id)
             finally:
                 self._queue.task_done()
         self._queue.task_done()
+
+    def _apply(self, write: Callable[[], object], job_id: str | None) -> None:
+        for delay in (*self._delays, None):
+            try:
+                write()
+                return
+            except Exception as exc:
+                if delay is None:
+                    log.error("store write lost after %d tries: %s", len(self._delays) + 1,
+                              exc, extra={"event": "write-lost", "job": job_id or "-"})
+                    self._on_failure(job_id, exc)
+                    return
+                log.warning("store write failed, retrying in %g s: %s", delay, exc,
+                            extra={"event": "write-retry", "job": job_id or "-"})
+                time.sleep(delay)
 
 
 class JobHooks(runner.TrainingHooks):
@@ -59,8 +91,13 @@ class JobHooks(runner.TrainingHooks):
     def __init__(self, job_id: str, store: SqliteJobStore, writer: StoreWriter,
                  settings: Settings, cancel: threading.Event, faults: runner.FaultPlan,
                  observe_records: Callable[[list[StepRecord]], None]):
-        self.job_id, self.store, self.write, self.settings = job_id, store, writer.put, settings
+        self.job_id, self.store, self.settings = job_id, store, settings
+        self._writer = writer
         self._cancel, self._faults, self._observe_records = cancel, faults, observe_records
+
+    def write(self, write: Callable[[], object]) -> None:
+        """A store write of this job, in order, retried; a lost one fails the job."""
+        self._writer.put(write, self.job_id)
 
     def started(self, ranks: list[runner.RankInfo], total_steps: int) -> None:
         placements = [RankPlacement(rank=r.rank, node=r.node, pid=r.pid) for r in ranks]

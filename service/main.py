@@ -13,14 +13,16 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api import dashboard, datasets, errors, health, jobs, verify
+from service.api.deps import require_read_token
 from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
+from service.data_lock import DataDirLock
 from service.datasets import DatasetCatalog
 from service.metrics import Metrics
 from service.models import ModelCache
@@ -51,8 +53,10 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
 
 @asynccontextmanager
 async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> AsyncIterator[None]:
-    """Open the store, connect the runner, start the scheduler; undo it all in reverse."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """Lock the data dir, open the store, connect the runner, start the scheduler; undo it
+    all in reverse."""
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
     store = SqliteJobStore(settings.database_path)
     metrics = Metrics(store)
     catalog = DatasetCatalog(store, settings)
@@ -73,6 +77,7 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
         await run_in_threadpool(catalog.close)
         await run_in_threadpool(runner.disconnect)
         store.close()
+        lock.release()
 
 
 async def time_requests(request: Request,
@@ -87,7 +92,8 @@ async def time_requests(request: Request,
 metrics_router = APIRouter(tags=["health"])
 
 
-@metrics_router.get("/metrics", response_class=PlainTextResponse)
+@metrics_router.get("/metrics", response_class=PlainTextResponse,
+                    dependencies=[Depends(require_read_token)])
 def prometheus_metrics(request: Request) -> Response:
     """Prometheus text format: jobs by state, running jobs' speed and loss, steps,
     all-reduce seconds, HTTP request durations."""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy.typing as npt
 
 from common.nn import Network
+from service.errors import JobNotFoundError
 from service.onnx_export import to_onnx
 
 Array = npt.NDArray[Any]
@@ -42,7 +43,10 @@ class ModelCache:
             if job_id in self._nets:
                 self._nets.move_to_end(job_id)
                 return self._nets[job_id]
-            entry = (Network.load(self.model_path(job_id)), threading.Lock())
+            try:
+                entry = (Network.load(self.model_path(job_id)), threading.Lock())
+            except FileNotFoundError:  # deleted between the request's check and now
+                raise JobNotFoundError(job_id) from None
             self._nets[job_id] = entry
             if len(self._nets) > self.size:
                 self._nets.popitem(last=False)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common.checkpoint import TrainingState
+from common.checkpoint import TrainingState, fsync_directory
 from common.data import Dataset, load_dataset
 from common.nn import Network
 from common.schemas import JobSpec, VerifyReport, VerifyRequest
@@ -171,3 +171,4 @@ def save_model(spec: JobSpec, result: TrainingResult, path: Path) -> None:
     with open(partial, "rb") as f:
         os.fsync(f.fileno())
     partial.replace(path)
+    fsync_directory(path.parent)

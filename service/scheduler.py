@@ -11,11 +11,12 @@ its store writes go through one writer thread, in order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class _Running:
     cpus: float
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    by_user: bool = False  # the cancel was a user's, not the service stopping
 
 
 class Scheduler:
@@ -50,17 +52,30 @@ class Scheduler:
         self._lock = threading.Condition()
         self._running: dict[str, _Running] = {}
         self._faults: dict[str, runner.FaultPlan] = {}  # armed for queued or running jobs
+        self._lost: dict[str, str] = {}  # running jobs whose progress could not be recorded
         self._stopping = False
-        self._writer = StoreWriter()
+        #: Why the queue could not start jobs at its last try (None: it could).
+        self.problem: str | None = None
+        self._writer = StoreWriter(self._write_lost)
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
     # ---- life ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        # Jobs a previous service process was running (it crashed, or was stopped) have
-        # no workers any more: back in the queue, in their old places, to resume from
-        # their newest checkpoints.
+        """Requeue what a previous process left running, then start the queue."""
+        # Jobs still marked running lost their service process (a graceful stop requeues
+        # them): back in the queue, in their old places, to resume from their newest
+        # checkpoints; unless the service died under them too often.
         for job_id in self.store.ids_in_state(JobState.running):
+            crashes = self.store.count_crash(job_id)
+            if crashes >= self.settings.max_start_attempts:
+                log.error("the service died %d times while it ran; failed", crashes,
+                          extra={"event": "crash-loop", "job": job_id})
+                self.store.finish(job_id, JobState.failed, (
+                    f"the service stopped without a shutdown {crashes} times while this job "
+                    f"ran (SYNCSGD_MAX_START_ATTEMPTS={self.settings.max_start_attempts}); "
+                    "it is not started again"))
+                continue
             log.warning("interrupted; requeued to resume from its last checkpoint",
                         extra={"event": "requeued", "job": job_id})
             self.store.requeue(job_id)
@@ -112,6 +127,14 @@ class Scheduler:
         if spec.model.num_parameters > s.max_parameters:
             raise SubmissionError("model", f"{spec.model.num_parameters} parameters is over the "
                                   f"limit of {s.max_parameters} (SYNCSGD_MAX_PARAMETERS)")
+        memory = spec.worker_memory_bytes()
+        if memory > s.max_worker_memory_bytes:
+            raise SubmissionError("batch_size", f"each rank's arrays (its batch of the "
+                                  f"activations, parameters and optimizer state) take "
+                                  f"{memory} bytes, over the limit of "
+                                  f"{s.max_worker_memory_bytes} "
+                                  "(SYNCSGD_MAX_WORKER_MEMORY_BYTES); use a smaller "
+                                  "batch_size or more workers")
         self.catalog.check_usable(spec.data.dataset)
         info = describe_dataset(spec.data, seed=spec.seed, datasets_dir=s.datasets_path)
         check_spec_matches_data(spec, info)
@@ -139,6 +162,7 @@ class Scheduler:
             if job.state.terminal:
                 raise StateConflictError(f"job {job_id} is already {job.state.value}")
             if job_id in self._running:
+                self._running[job_id].by_user = True
                 self._running[job_id].cancel.set()  # the driver stops between chunks
             else:
                 self.store.finish(job_id, JobState.cancelled, "cancelled while queued")
@@ -171,10 +195,36 @@ class Scheduler:
     # ---- the loop ------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        """Start what fits, every second or when woken, whatever goes wrong on the way."""
         with self._lock:
             while not self._stopping:
-                self._start_what_fits()
+                try:
+                    self._start_what_fits()
+                    self.problem = None
+                except Exception as exc:  # a locked or full database, a lost Ray: go on
+                    self.problem = f"the queue cannot start jobs: {type(exc).__name__}: {exc}"
+                    log.exception("the queue cannot start jobs; trying again",
+                                  extra={"event": "queue-error"})
                 self._lock.wait(timeout=1.0)
+
+    @contextlib.contextmanager
+    def reserve(self, cpus: float, what: str) -> Iterator[None]:
+        """Hold ``cpus`` of the cluster for work outside the queue (``/verify``), so that the
+        queue does not start a job on them meanwhile; a StateConflictError when they are
+        not free now."""
+        key = f"{what}-{uuid.uuid4().hex[:8]}"
+        with self._lock:
+            free = self.cluster_cpus() - sum(r.cpus for r in self._running.values())
+            if cpus > free:
+                raise StateConflictError(f"{what} CPU needed, {free:g} free now (running "
+                                         "jobs hold the rest); retry later")
+            self._running[key] = _Running(cpus)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
+                self._lock.notify_all()
 
     def free_cpus(self) -> float:
         """The cluster's CPUs that no running job of this service holds."""
@@ -192,12 +242,13 @@ class Scheduler:
             used = sum(r.cpus for r in self._running.values())
             if used + cpus > total:
                 return  # strictly in order: the head waits, and so does everyone behind it
+            # Marked running before anything is reserved or started: if the store refuses,
+            # nothing is held and the next pass tries again.
+            self.store.mark_running(job_id, 0, [])
             running = _Running(cpus)
             running.thread = threading.Thread(target=self._run, args=(job_id, spec, running),
                                               name=f"job-{job_id}", daemon=True)
             self._running[job_id] = running
-            # Marked running before its thread starts: the queue must not pick it again.
-            self.store.mark_running(job_id, 0, [])
             running.thread.start()
 
     def _run(self, job_id: str, spec: JobSpec, running: _Running) -> None:
@@ -208,13 +259,18 @@ class Scheduler:
         try:
             resume = self._resume_point(self.settings.checkpoint_dir(job_id))
             result = self.runner.run_job(spec, hooks, resume)
+            self._writer.flush()  # every point is recorded, or the job fails
+            if job_id in self._lost:
+                raise runner.JobCancelledError(self._lost[job_id])
             runner.save_model(spec, result, self.settings.model_path(job_id))
             self._end(job_id, JobState.succeeded)
             log.info("succeeded after %d steps, %d restart(s)", result.steps, result.restarts,
                      extra={"event": "succeeded", "job": job_id})
         except runner.JobCancelledError as exc:
-            if self._stopping:  # not the user's doing: resume at the next start
-                self._writer.put(lambda: self.store.requeue(job_id))
+            if job_id in self._lost:
+                self._end(job_id, JobState.failed, self._lost[job_id])
+            elif self._stopping and not running.by_user:  # resume at the next start
+                self._writer.put(lambda: self.store.requeue(job_id), job_id)
             else:
                 log.info("%s", exc, extra={"event": "cancelled", "job": job_id})
                 self._end(job_id, JobState.cancelled, str(exc))
@@ -225,13 +281,25 @@ class Scheduler:
             with self._lock:
                 self._running.pop(job_id, None)
                 self._faults.pop(job_id, None)
+                self._lost.pop(job_id, None)
                 self._lock.notify_all()
+
+    def _write_lost(self, job_id: str | None, exc: Exception) -> None:
+        """A store write of ``job_id`` failed for good: stop the job and fail it, rather than
+        train on with a gap in its record."""
+        with self._lock:
+            running = self._running.get(job_id) if job_id is not None else None
+            if job_id is None or running is None:
+                return
+            self._lost.setdefault(job_id, f"could not record its progress: "
+                                          f"{type(exc).__name__}: {exc}")
+            running.cancel.set()
 
     def _end(self, job_id: str, state: JobState, reason: str | None = None) -> None:
         """Record the end (after the job's last point), then drop its checkpoints."""
-        self._writer.put(lambda: self.store.finish(job_id, state, reason))
+        self._writer.put(lambda: self.store.finish(job_id, state, reason), job_id)
         checkpoints = self.settings.checkpoint_dir(job_id)
-        self._writer.put(lambda: shutil.rmtree(checkpoints, ignore_errors=True))
+        self._writer.put(lambda: shutil.rmtree(checkpoints, ignore_errors=True), job_id)
 
     def _failed(self, job_id: str, exc: Exception) -> None:
         log.warning("failed: %s", exc, extra={"event": "failed", "job": job_id})
@@ -241,7 +309,7 @@ class Scheduler:
                             extra={"event": "rank-failed", "job": job_id, "rank": failure.rank})
         known = runner.GroupError | ValueError | ResumeError
         message = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
-        self._writer.put(lambda: self.store.finish(job_id, JobState.failed, message))
+        self._writer.put(lambda: self.store.finish(job_id, JobState.failed, message), job_id)
 
     @staticmethod
     def _resume_point(checkpoints: Path) -> TrainingState | None:

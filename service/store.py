@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     timing TEXT, ranks TEXT, error TEXT,
     restarts INTEGER NOT NULL DEFAULT 0,
     restart_log TEXT NOT NULL DEFAULT '[]',
-    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT
+    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
+    crashes INTEGER NOT NULL DEFAULT 0  -- service processes that died while it ran
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS points (
@@ -85,10 +86,17 @@ class SqliteJobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+        self._db.executescript(SCHEMA)
+
+    def _migrate(self) -> None:
+        """Bring a database of an earlier version up to this schema, keeping its data."""
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(datasets)")}
         if columns and "record" not in columns:
             self._db.execute(f"ALTER TABLE datasets RENAME TO {OLD_DATASETS}")
-        self._db.executescript(SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        if columns and "crashes" not in columns:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -152,6 +160,13 @@ class SqliteJobStore:
                        (JobState.running.value, total_steps,
                         json.dumps([r.model_dump() for r in ranks]), utcnow().isoformat(),
                         job_id))
+
+    def count_crash(self, job_id: str) -> int:
+        """One more service process died while ``job_id`` ran; the count so far."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET crashes = crashes + 1 WHERE id = ?", (job_id,))
+            row = db.execute("SELECT crashes FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return int(row["crashes"])
 
     def add_restart(self, job_id: str, restart: RestartInfo) -> None:
         with self._transaction() as db:

@@ -57,12 +57,17 @@ CatalogDep = Annotated[DatasetCatalog, Depends(get_catalog)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
+def authorized(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    """Does the request carry the service's token (or does the service have none)?"""
     if settings.token is None:
-        return
+        return True
     expected = settings.token.get_secret_value().encode()
     given = credentials.credentials.encode() if credentials is not None else b""
-    if not secrets.compare_digest(given, expected):
+    return secrets.compare_digest(given, expected)
+
+
+def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if not authorized(settings, credentials):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                             "missing or wrong token: send 'Authorization: Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -74,6 +79,6 @@ def require_token(settings: SettingsDep, credentials: Credentials) -> None:
 
 
 def require_read_token(settings: SettingsDep, credentials: Credentials) -> None:
-    """For reads, when ``SYNCSGD_AUTH_READS`` is set."""
-    if settings.auth_reads:
+    """For reads, when ``SYNCSGD_AUTH_READS`` is set or the service listens beyond loopback."""
+    if settings.reads_need_token:
         _check(settings, credentials)

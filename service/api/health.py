@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
-from service.api.deps import RunnerDep, SchedulerDep, StoreDep
+from service.api.deps import (
+    Credentials,
+    RunnerDep,
+    SchedulerDep,
+    SettingsDep,
+    StoreDep,
+    authorized,
+)
 
 router = APIRouter(tags=["health"])
 
 
 class Health(BaseModel):
-    status: str
+    status: str  # "ok", or "degraded" with the reason in ``problem`` (503)
+    problem: str | None = None
     cluster_cpus: float  # in the Ray cluster
     free_cpus: float  # not reserved by any placement group or actor, as Ray counts them
-    running: list[str]  # job ids
-    jobs: dict[str, int]  # count by state
+    running: list[str] | None = None  # job ids (with the token, where reads need it)
+    jobs: dict[str, int] | None = None  # count by state (likewise)
 
 
-@router.get("/healthz")
-def healthz(store: StoreDep, scheduler: SchedulerDep, jobs_runner: RunnerDep) -> Health:
-    """Liveness, and the CPUs and jobs the service has."""
+@router.get("/healthz", responses={503: {"model": Health,
+                                         "description": "degraded: the queue cannot start jobs"}})
+def healthz(store: StoreDep, scheduler: SchedulerDep, jobs_runner: RunnerDep,
+            settings: SettingsDep, credentials: Credentials, response: Response) -> Health:
+    """Liveness, and the CPUs the service has; public, so that a load balancer or compose
+    can ask it. Job ids and counts only with the token where reads need one."""
     total, free = jobs_runner.cluster_cpus()
-    return Health(status="ok", cluster_cpus=total, free_cpus=free,
-                  running=scheduler.running_ids(), jobs=store.count_by_state())
+    health = Health(status="ok", cluster_cpus=total, free_cpus=free)
+    if scheduler.problem is not None:
+        health.status, health.problem = "degraded", scheduler.problem
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    if not settings.reads_need_token or authorized(settings, credentials):
+        health.running, health.jobs = scheduler.running_ids(), store.count_by_state()
+    return health

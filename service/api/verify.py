@@ -3,31 +3,38 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from pydantic import ValidationError
 
 from common.errors import FieldError
-from common.schemas import VerifyReport, VerifyRequest
+from common.schemas import JobSpec, VerifyReport, VerifyRequest
 from service.api.deps import RunnerDep, SchedulerDep, require_token
-from service.errors import StateConflictError
+from service.runner import GroupError
 
 router = APIRouter(tags=["verify"], dependencies=[Depends(require_token)])
 
 
 @router.post("/verify", responses={
     409: {"description": "the CPUs it needs are taken by jobs now; retry later"},
-    422: {"description": "the spec cannot run here (named)"}})
+    422: {"description": "the spec cannot run here, or does not train (named)"}})
 def verify(request: VerifyRequest, scheduler: SchedulerDep,
            jobs_runner: RunnerDep) -> VerifyReport:
     """Train ``spec`` for ``steps`` steps with 1 worker and with ``workers`` workers, and
     compare the final weights: bit for bit (``deterministic: true`` promises it), or the
-    largest difference. Runs now, outside the queue, on the cluster's free CPUs: when
-    running jobs hold them, 409 at once rather than a request that waits for them."""
-    spec = request.spec.model_copy(update={"workers": request.workers})
+    largest difference. Runs now, outside the queue, on CPUs it reserves from the queue:
+    when running jobs hold them, 409 at once rather than a request that waits."""
+    try:  # validated as a job with this many workers would be
+        spec = JobSpec.model_validate({**request.spec.model_dump(), "workers": request.workers})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "workers"
+        raise FieldError(f"spec.{field}", error["msg"]) from None
     try:
         scheduler.check(spec)
     except FieldError as exc:
         raise exc.within("spec") from exc
-    need, free = spec.workers * spec.cpus_per_worker, scheduler.free_cpus()
-    if need > free:
-        raise StateConflictError(f"workers: {spec.workers} x {spec.cpus_per_worker} CPU needed, "
-                                 f"{free:g} free now (running jobs hold the rest); retry later")
-    return jobs_runner.verify(request)
+    with scheduler.reserve(float(spec.workers * spec.cpus_per_worker),
+                           f"workers: {spec.workers} x {spec.cpus_per_worker}"):
+        try:
+            return jobs_runner.verify(request.model_copy(update={"spec": spec}))
+        except GroupError as exc:  # it diverged, or a rank failed: the spec's doing
+            raise FieldError("spec", f"training failed: {exc}") from exc

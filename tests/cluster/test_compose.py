@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,7 @@ def test_the_topology_is_a_head_two_workers_and_the_api() -> None:
 def test_everything_the_compose_file_names_exists() -> None:
     loaded = yaml.safe_load(compose.COMPOSE_FILE.read_text())
     services = loaded["services"]
+    mounted: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for name, service in services.items():
         for target, rule in service.get("depends_on", {}).items():
             assert target in services, f"{name} depends on a missing service {target}"
@@ -62,7 +64,7 @@ def test_everything_the_compose_file_names_exists() -> None:
         for volume in service.get("volumes", []):
             source, mount = volume.split(":")[:2]
             assert source in loaded["volumes"], f"{name}: volume {source} is not declared"
-            assert service["environment"]["SYNCSGD_DATA_DIR"] == mount  # the data is kept
+            mounted[source].append((name, mount))
         context = ROOT / service["build"]["context"]
         dockerfile = context / service["build"]["dockerfile"]
         assert context.is_dir() and dockerfile.is_file(), f"{name}: no {dockerfile}"
@@ -72,6 +74,12 @@ def test_everything_the_compose_file_names_exists() -> None:
         required = re.findall(r"\$\{(\w+):\?", script.read_text())
         missing = [v for v in required if v not in service["environment"]]
         assert not missing, f"{name}: {script.name} needs {missing}"
+    # The API's data is kept; the datasets it ingests lie where every worker reads them.
+    api = services["api"]["environment"]
+    assert mounted["syncsgd-data"] == [("api", api["SYNCSGD_DATA_DIR"])]
+    assert ("api", api["SYNCSGD_DATASETS_ROOT"]) in mounted["datasets"]
+    assert ("ray-worker", api["SYNCSGD_DATASETS_ROOT"]) in mounted["datasets"]
+    assert api["SYNCSGD_DATASETS_DIR"].startswith(api["SYNCSGD_DATASETS_ROOT"] + "/")
 
 
 def test_the_start_scripts_are_valid_sh_and_the_image_contains_them() -> None:

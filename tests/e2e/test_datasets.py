@@ -5,10 +5,13 @@ workers, predicting the original label strings."""
 from __future__ import annotations
 
 import io
+import subprocess
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -17,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.machine import memory_of
-from tests.e2e.helpers import Server, start_server
-from tests.helpers import run_job, wait_for
+from tests.e2e.helpers import SYNCSGD, Server, start_server
+from tests.helpers import four_class_csv, run_job, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -67,17 +70,24 @@ def test_a_200_mb_csv_streams_in_while_the_service_memory_stays_flat(
 
     sampler = threading.Thread(target=sample)
     sampler.start()
+    progress: list[int] = []
     try:
         with open(path, "rb") as body:
             response = httpx.post(f"{server.url}/datasets", content=body, params={
-                "name": "big", "label": "label", "wait": True},
-                timeout=httpx.Timeout(30, read=600))
+                "name": "big", "label": "label"}, timeout=httpx.Timeout(30, read=600))
+        assert response.status_code == 202, response.text  # streamed; ingest goes on
+
+        def ingested() -> dict[str, Any] | None:
+            record: dict[str, Any] = server.http.get(f"/datasets/{response.json()['id']}").json()
+            progress.append(record["rows_done"])
+            return record if record["state"] != "ingesting" else None
+
+        dataset = wait_for(ingested, 120, "the ingest to end", interval=0.02)
     finally:
         done.set()
         sampler.join()
-    assert response.status_code == 201, response.text
-    dataset = response.json()
     assert dataset["state"] == "ready" and dataset["rows"] == rows
+    assert any(0 < done_rows < rows for done_rows in progress)  # it moved as it went
     assert dataset["features"] == 16 and dataset["class_names"] == [0, 1]
     rise = max(peak[0], memory_of(pid)["VmHWM"]) - baseline
     print(f"\n{path.stat().st_size / 2**20:.0f} MiB CSV, {rows} rows: service RSS "
@@ -119,3 +129,41 @@ def test_a_registered_parquet_directory_trains_on_two_workers_and_predicts_names
     assert predicted["classes"] == ["tulip", "iris", "tulip"]
     wait_for(lambda: server.http.delete(f"/datasets/{record['id']}").status_code == 204, 10,
              "the dataset to be deletable once no job uses it")
+
+
+def test_the_cli_adds_a_file_and_follows_its_ingest(server: Server, tmp_path: Path) -> None:
+    path = tmp_path / "small.csv"
+    path.write_bytes(four_class_csv())
+    done = subprocess.run([SYNCSGD, "--url", server.url, "datasets", "add", str(path),
+                           "--label", "label", "--name", "four"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ready: 300 rows, 5 features, 4 classes" in done.stdout
+    listed = subprocess.run([SYNCSGD, "--url", server.url, "datasets", "list"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert "four" in listed.stdout and "ready" in listed.stdout
+    refused = subprocess.run([SYNCSGD, "--url", server.url, "datasets", "add", str(path),
+                              "--label", "nope"], capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert refused.returncode == 1 and "label: no column 'nope'" in refused.stdout
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_read(server: Server) -> None:
+    """An .npz of a few KB declaring 10**11 values: refused from its headers, and the
+    service's peak RSS barely moves (it used to reach 1.7 GB on such a file)."""
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, shape in (("x", (10**10, 10)), ("y", (10**10,))):
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, {
+                    "descr": "<f8", "fortran_order": False, "shape": shape})
+                member.write(b"\0" * (1 << 20))
+    pid = server.process.pid
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    baseline = memory_of(pid)["VmRSS"]
+    refused = server.http.post("/datasets", content=bomb.getvalue(),
+                               params={"name": "bomb", "format": "npz"})
+    assert refused.status_code == 413, refused.text
+    assert "SYNCSGD_DATASETS_QUOTA_BYTES" in refused.json()["detail"]
+    assert memory_of(pid)["VmHWM"] - baseline < 50 * 2**20
+    assert [d for d in server.http.get("/datasets").json() if d["name"] == "bomb"] == []

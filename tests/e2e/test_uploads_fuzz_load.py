@@ -19,9 +19,8 @@ pytestmark = pytest.mark.slow
 
 #: 4 CPUs and small limits: fuzzed job specs that pass validation stay tiny.
 server = service_fixture("fuzz", ray_num_cpus=4, max_concurrent_jobs=4,
-                         max_upload_bytes=200_000, max_epoch_samples=20_000,
-                         max_parameters=50_000, max_workers_per_job=2,
-                         max_dataset_values=2_000_000)
+                         datasets_quota_bytes=20_000_000, max_epoch_samples=20_000,
+                         max_parameters=50_000, max_workers_per_job=2)
 
 
 def upload(server: Server, body: bytes, **params: str) -> httpx.Response:
@@ -32,7 +31,7 @@ def upload(server: Server, body: bytes, **params: str) -> httpx.Response:
 def test_an_uploaded_csv_trains_on_two_mpi_workers(server: Server) -> None:
     """The upload's file on disk, read by real worker processes (the API's checks of
     uploads run in process: tests/service/test_api.py)."""
-    created = upload(server, four_class_csv(), format="csv")
+    created = upload(server, four_class_csv(), format="csv", wait="true")
     assert created.status_code == 201, created.text
     dataset = created.json()
     assert (server.data_dir / "datasets" / f"{dataset['id']}.npz").is_file()
@@ -46,7 +45,7 @@ def test_an_uploaded_csv_trains_on_two_mpi_workers(server: Server) -> None:
 
     rng = np.random.default_rng(0)
     regression = npz(x=rng.standard_normal((50, 3)), y=rng.standard_normal((50, 2)))
-    created = upload(server, regression, format="npz", task="regression")
+    created = upload(server, regression, format="npz", task="regression", wait="true")
     assert created.status_code == 201 and created.json()["classes"] is None
     assert created.json()["outputs"] == 2
 

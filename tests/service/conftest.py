@@ -6,6 +6,7 @@ nodes) is tested in tests/e2e, tests/worker and tests/cluster."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ AppFactory = Callable[..., TestClient]
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Iterator[AppFactory]:
-    """``make_app(cpus=2, **settings)``: a started app on a fresh data dir; stopped after
-    the test. ``settings`` are :class:`Settings` fields."""
+    """``make_app(cpus=2, data_dir_name=None, **settings)``: a started app on a fresh data
+    dir (or the named one, to start a service again on the same data); stopped after the
+    test. ``settings`` are :class:`Settings` fields."""
     clients: list[TestClient] = []
 
-    def make(cpus: float = 2, **settings: Any) -> TestClient:
-        data_dir = tmp_path / f"data{len(clients)}"
+    def make(cpus: float = 2, data_dir_name: str | None = None, **settings: Any) -> TestClient:
+        data_dir = tmp_path / (data_dir_name or f"data{len(clients)}")
         settings.setdefault("datasets_dir", data_dir / "datasets")
         config = Settings(_env_file=None, data_dir=data_dir, **settings)  # type: ignore[call-arg]
         client = TestClient(create_app(config, runner=InProcessRunner(config, cpus=cpus)))
@@ -37,7 +39,8 @@ def make_app(tmp_path: Path) -> Iterator[AppFactory]:
 
     yield make
     for client in clients:
-        client.__exit__(None, None, None)
+        with contextlib.suppress(Exception):  # a test may have stopped it already
+            client.__exit__(None, None, None)
 
 
 @pytest.fixture

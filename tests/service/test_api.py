@@ -269,6 +269,20 @@ def test_other_refusals_name_the_field_or_the_setting(make_app: AppFactory) -> N
     verify = api.post("/verify", json={"spec": SMALL, "workers": 3, "steps": 2})
     assert verify.status_code == 422
     assert verify.json()["detail"][0]["loc"] == ["body", "spec", "workers"]
+    # Found by fuzzing: both were 500s.
+    too_few = api.post("/verify", json={"spec": {**SMALL, "deterministic": True,
+                                                 "micro_shards": 1}, "workers": 2, "steps": 2})
+    assert too_few.status_code == 422 and "at least one per worker" in too_few.text
+    diverging = api.post("/verify", json={"spec": {
+        "model": {"input_dim": 8, "layers": [{"units": 1, "activation": "identity"}]},
+        "loss": "mse", "optimizer": {"lr": 10, "momentum": 0.9}, "data": {
+            "dataset": "synthetic", "synthetic": {"samples": 500, "features": 8, "outputs": 1,
+                                                  "task": "regression"}}},
+        "workers": 2, "steps": 50})
+    assert diverging.status_code == 422, diverging.text
+    assert "training failed" in diverging.text and "diverged at step" in diverging.text
+    named = api.post("/jobs", json={**SMALL, "name": "a\nFAKE log line"})
+    assert named.status_code == 422 and named.json()["detail"][0]["loc"] == ["body", "name"]
 
 
 def test_a_drill_kill_restarts_the_job_which_ends_with_every_step_once(
@@ -295,7 +309,7 @@ def test_a_drill_kill_restarts_the_job_which_ends_with_every_step_once(
     assert model.params.tobytes() == params.tobytes()  # the restart changed nothing
 
 
-def test_a_token_guards_every_operation_but_liveness_and_metrics(make_app: AppFactory) -> None:
+def test_a_token_guards_every_operation_but_liveness(make_app: AppFactory) -> None:
     api = make_app(token="s3cret", auth_reads=True)
     good = {"Authorization": "Bearer s3cret"}
     job_id = api.post("/jobs", json=SMALL, headers=good).json()["id"]
@@ -310,6 +324,10 @@ def test_a_token_guards_every_operation_but_liveness_and_metrics(make_app: AppFa
                     open_ops.append((method.upper(), path))
                     break
                 assert response.headers["www-authenticate"] == "Bearer"
-    assert sorted(open_ops) == [("GET", "/healthz"), ("GET", "/metrics")]
+    assert sorted(open_ops) == [("GET", "/healthz")]
     assert len(paths) >= 12
     assert api.get(f"/jobs/{job_id}", headers=good).status_code == 200
+    anonymous = api.get("/healthz").json()  # liveness, without job ids or counts
+    assert anonymous["status"] == "ok" and anonymous["running"] is None
+    assert sum(api.get("/healthz", headers=good).json()["jobs"].values()) == 1
+    assert api.get("/metrics", headers=good).status_code == 200

@@ -47,6 +47,9 @@ def test_a_path_outside_the_root_is_refused_naming_path(make_app: AppFactory,
             or "is absolute" in error["msg"], (path, error)
     missing = register(api, path="nope.csv", format="csv")
     assert missing.status_code == 422 and "does not exist" in missing.text
+    pq.write_table(pa.table({"x": [[1.0, 2.0], [3.0]], "label": [0, 1]}), root / "lists.parquet")
+    lists = register(api, path="lists.parquet")
+    assert lists.status_code == 422 and "column 'x' holds lists" in lists.text
     assert api.get("/datasets").json() == []
     assert register(api, path="inside.csv", format="csv").status_code == 201
     no_root = make_app()
