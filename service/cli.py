@@ -60,10 +60,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def _api(call: Any, *args: Any) -> Any:
+def _api(call: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a client call; an API error becomes a one-line message and exit status 1."""
     try:
-        return call(*args)
+        return call(*args, **kwargs)
     except ApiError as exc:
         console.print(f"[red]error[/red] {exc}")
         raise typer.Exit(1) from exc

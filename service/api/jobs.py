@@ -117,12 +117,12 @@ def resume_cursor(
         since: Annotated[int | None, Query(ge=0, le=MAX_INDEX,
                                            description="resume after this step")] = None,
         last_event_id: Annotated[str | None, Header()] = None) -> int:
-    """The step an event stream resumes after: ``?since``, else ``Last-Event-ID``. Checked
-    before the stream starts, so a malformed header is a 400, not a broken stream."""
-    if since is not None:
-        return since
+    """The step an event stream resumes after: ``Last-Event-ID`` when a reconnecting client
+    sends it (it wins over the ``?since`` the stream was opened with, or the client would
+    get every point again), else ``?since``, else 0. Checked before the stream starts, so
+    a malformed header is a 400, not a broken stream."""
     if not last_event_id:
-        return 0
+        return since or 0
     if not last_event_id.isdigit() or int(last_event_id) > MAX_INDEX:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             f"Last-Event-ID: expected a step number 0..{MAX_INDEX}")

@@ -6,6 +6,7 @@ const $ = (selector) => document.querySelector(selector);
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 let selected = null;   // job id shown in the detail panel
 let stream = null;     // its EventSource
+let lastStep = 0;      // the last step drawn
 let received = 0;      // curve points received for it
 
 function headers(json = true) {
@@ -152,6 +153,7 @@ function select(jobId) {
   if (stream) stream.close();
   selected = jobId;
   received = 0;
+  lastStep = 0;
   $("#detail").hidden = false;
   $("#detail-title").textContent = jobId;
   $("#point-count").textContent = "0";
@@ -173,13 +175,17 @@ function select(jobId) {
     xaxis: { title: { text: "step" } }, legend: { orientation: "h" } },
   { responsive: true, displaylogo: false });
   refreshJobs();
-  stream = new EventSource(`/jobs/${jobId}/events?since=0`);
+  // From the start; a reconnect sends Last-Event-ID and resumes after the last point.
+  stream = new EventSource(`/jobs/${jobId}/events`);
   stream.addEventListener("points", (event) => addPoints(JSON.parse(event.data)));
   stream.addEventListener("state", (event) => showState(JSON.parse(event.data)));
   stream.addEventListener("restart", (event) => markRestart(JSON.parse(event.data)));
 }
 
-function addPoints(points) {
+function addPoints(all) {
+  const points = all.filter((p) => p.step > lastStep);  // never draw a step twice
+  if (!points.length) return;
+  lastStep = points[points.length - 1].step;
   const steps = points.map((p) => p.step);
   const epochEnds = points.filter((p) => p.val_loss !== null);
   Plotly.extendTraces("loss-chart", {

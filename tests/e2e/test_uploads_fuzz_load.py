@@ -34,7 +34,7 @@ def test_an_uploaded_csv_trains_on_two_mpi_workers(server: Server) -> None:
     created = upload(server, four_class_csv(), format="csv", wait="true")
     assert created.status_code == 201, created.text
     dataset = created.json()
-    assert (server.data_dir / "datasets" / f"{dataset['id']}.npz").is_file()
+    assert (server.data_dir / "datasets" / dataset["id"] / "x.npy").is_file()
     spec = {"model": {"input_dim": 5, "layers": [{"units": 16, "activation": "tanh"},
                                                  {"units": 4, "activation": "softmax"}]},
             "data": {"dataset": dataset["id"]}, "optimizer": {"lr": 0.2, "momentum": 0.9},

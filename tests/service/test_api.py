@@ -75,6 +75,11 @@ def test_the_event_stream_sends_points_then_the_end_and_resumes_where_asked(
     late = collect_events(api, job_id, headers={"Last-Event-ID": "40"})
     assert streamed_steps(late) == list(range(41, 47))
     assert streamed_steps(collect_events(api, job_id, params={"since": 44})) == [45, 46]
+    # An EventSource reconnects to the URL it opened (``?since=0``) with Last-Event-ID:
+    # the header wins, so the page gets no point twice.
+    reconnect = collect_events(api, job_id, headers={"Last-Event-ID": "40"},
+                               params={"since": 0})
+    assert streamed_steps(reconnect) == list(range(41, 47))
 
 
 def test_jobs_list_newest_first_in_pages_and_by_state(api: TestClient) -> None:
