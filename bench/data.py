@@ -12,6 +12,8 @@
   the memory left to the workers would behave.
 - **RssAnon**: each rank's anonymous memory while 2 workers train on the layout (the
   file's pages are page cache, shared, not the rank's own).
+- **the service's RSS**: its peak while a CSV of ``--mb`` MB streams in and is ingested,
+  and a 2-worker job trains on it, against its RSS before.
 
     python -m bench.data [--mb 100] [--steps 60]
 """
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bench.machine import RankMemory, machine_info, median_seconds, random_layout
+from bench.machine import RankMemory, machine_info, median_seconds, memory_of, random_layout
 from bench.workload import job_spec
 from common.collective import LocalAllReduce
 from common.data import Dataset, load_dataset, prepare_dataset
@@ -42,18 +44,23 @@ from worker.group import GroupOptions
 from worker.trainer import Trainer
 
 
-def ingest_rows(directory: Path, mb: int) -> list[dict[str, Any]]:
+def tabular(mb: int, seed: int) -> Any:
+    """About ``mb`` MB of CSV as an Arrow table: 19 float features and a 0/1 label."""
     import pyarrow as pa
+
+    x = np.random.default_rng(seed).standard_normal((mb * 2**20 // 180, 19)).astype(np.float32)
+    return pa.table({**{f"f{i}": x[:, i] for i in range(19)},
+                     "label": (x[:, 0] > 0).astype(np.int64)})
+
+
+def ingest_rows(directory: Path, mb: int) -> list[dict[str, Any]]:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     from service.ingest import ingest, open_source
 
-    rng = np.random.default_rng(0)
-    rows = mb * 2**20 // 180  # ~180 bytes a row of 20 columns as text
-    x = rng.standard_normal((rows, 19)).astype(np.float32)
-    table = pa.table({**{f"f{i}": x[:, i] for i in range(19)},
-                      "label": (x[:, 0] > 0).astype(np.int64)})
+    table = tabular(mb, seed=0)
+    rows = table.num_rows
     files = {"csv": directory / "in.csv", "parquet": directory / "in.parquet"}
     pcsv.write_csv(table, files["csv"])
     pq.write_table(table, files["parquet"])
@@ -159,6 +166,31 @@ def rank_memory(steps: int) -> dict[str, Any]:
                 str(rank): round(v / 2**20, 1) for rank, v in sorted(hooks.peaks.items())}}
 
 
+def service_memory(directory: Path, mb: int) -> dict[str, Any]:
+    """The service's peak RSS over an upload, its ingest and a 2-worker job on it."""
+    import pyarrow.csv as pcsv
+
+    from service.local import local_service
+
+    path = directory / "upload.csv"
+    pcsv.write_csv(tabular(mb, seed=2), path)
+    with local_service("bench-data", cpus=2) as client:
+        Path(f"/proc/{client.pid}/clear_refs").write_text("5")
+        before = memory_of(client.pid)["VmRSS"]
+        dataset = client.upload_dataset(path, name="upload", wait=True)
+        job = client.submit({"model": {"input_dim": 19, "layers": [
+            {"units": 64}, {"units": 2, "activation": "softmax"}]}, "epochs": 1,
+            "batch_size": 512, "workers": 2, "data": {"dataset": dataset["id"]}})
+        while client.job(job["id"])["state"] not in ("succeeded", "failed", "cancelled"):
+            time.sleep(0.2)
+        peak = memory_of(client.pid)["VmHWM"]
+    size = path.stat().st_size / 2**20
+    return {"name": f"service peak RSS, a {size:.0f} MB CSV uploaded, ingested and trained "
+                    "on by 2 workers (MiB)", "project": peak / 2**20,
+            "reference": before / 2**20, "unit": "MiB", "ratio": before / peak, "goal": None,
+            "reference_is": "its RSS before the upload"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=100)
@@ -169,6 +201,7 @@ def main() -> None:
         results.append(mapped_vs_memory(args.steps))
         results += cold_cache(Path(tmp), args.steps)
         results.append(rank_memory(args.steps))
+        results.append(service_memory(Path(tmp), args.mb))
     print(json.dumps({"benchmark": "data", "machine": machine_info(), "results": results},
                      indent=2))
 

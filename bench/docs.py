@@ -50,6 +50,12 @@ EXPLAINED = """## What each benchmark is
   MPI) to the end of its event stream, against Ray Train's `TorchTrainer` (2
   gloo workers, from `fit()`) and torch DDP (2 processes) on the same model,
   data, batch split and epochs. Runs are interleaved, 3 of each.
+- **data** (`bench.data`): ingest of a CSV and a Parquet file against pyarrow's
+  own read of the same file; training steps per second on the memory-mapped
+  layout against the same rows in memory; steps per second with the page cache
+  dropped before the run (random reads with the full shuffle, near-sequential
+  with the block shuffle); each rank's anonymous memory while 2 workers train;
+  the service's peak RSS over an upload, its ingest and a job on it.
 """
 
 BOUNDS = """## What bounds the goals missed in this run

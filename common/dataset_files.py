@@ -116,15 +116,15 @@ class LayoutWriter:
 
     def add(self, x: Array, y: Array) -> None:
         """Append rows: ``x`` (n, features) numbers; ``y`` (n,) labels or (n, outputs)."""
-        self._x.write(np.ascontiguousarray(x, dtype=self.x_dtype).tobytes())
+        self._x.write(np.ascontiguousarray(x, dtype=self.x_dtype).data)
         if self.labels:
             # A batch has few distinct labels: one dict lookup per distinct value.
-            distinct, inverse = np.unique(np.asarray(y), return_inverse=True)
+            distinct, inverse = _distinct(np.asarray(y))
             codes = np.fromiter((self._code(v) for v in distinct.tolist()), np.int64,
                                 len(distinct))
-            self._y.write(codes[inverse.reshape(-1)].tobytes())
+            self._y.write(codes[inverse].data)
         else:
-            self._y.write(np.ascontiguousarray(y, dtype=self.y_dtype).tobytes())
+            self._y.write(np.ascontiguousarray(y, dtype=self.y_dtype).data)
         self.rows += len(x)
 
     def _code(self, label: ClassName) -> int:
@@ -174,6 +174,8 @@ class LayoutWriter:
         order = sorted(range(len(names)), key=lambda i: _sort_key(names[i]))
         remap = np.empty(len(names), dtype=np.int64)
         remap[order] = np.arange(len(names))
+        if (remap == np.arange(len(names))).all():  # first seen in sorted order already
+            return names
         self._y.flush()
         y = np.memmap(self._y.name, dtype=np.int64, mode="r+", offset=HEADER_BYTES,
                       shape=(self.rows,))
@@ -188,6 +190,21 @@ class LayoutWriter:
         for f in (self._x, self._y):
             f.close()
         shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def _distinct(labels: Array) -> tuple[Array, Array]:
+    """``(distinct values, index of each label's value)``; in one counting pass for whole
+    numbers in a small range (the usual class labels), else by sorting."""
+    if labels.dtype.kind in "iu" and len(labels):
+        low, high = int(labels.min()), int(labels.max())
+        if high - low < 1 << 16:
+            shifted = labels - low
+            present = np.flatnonzero(np.bincount(shifted, minlength=high - low + 1))
+            lookup = np.empty(high - low + 1, dtype=np.int64)
+            lookup[present] = np.arange(len(present))
+            return present + low, lookup[shifted]
+    distinct, inverse = np.unique(labels, return_inverse=True)
+    return distinct, inverse.reshape(-1)
 
 
 def _sort_key(name: ClassName) -> tuple[int, Any]:

@@ -17,9 +17,17 @@ from pathlib import Path
 from service.client import Client
 
 
+class LocalClient(Client):
+    """A client of a service this process started, which knows the service's process id."""
+
+    def __init__(self, url: str, pid: int):
+        super().__init__(url)
+        self.pid = pid
+
+
 @contextlib.contextmanager
 def local_service(name: str, cpus: int, data_dir: Path | None = None,
-                  start_timeout_s: float = 180) -> Iterator[Client]:
+                  start_timeout_s: float = 180) -> Iterator[LocalClient]:
     """Yield a client of a fresh service with ``cpus`` Ray CPUs; data in ``data_dir``
     (default: a temporary dir ``syncsgd-<name>-*``, removed after). The service log is
     printed if it fails to start."""
@@ -33,7 +41,7 @@ def local_service(name: str, cpus: int, data_dir: Path | None = None,
         with open(log_path, "w") as log:
             server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env,
                                       stdout=log, stderr=subprocess.STDOUT)
-        client = Client(f"http://127.0.0.1:{port}")
+        client = LocalClient(f"http://127.0.0.1:{port}", server.pid)
         try:
             try:
                 client.wait_until_up(timeout_s=start_timeout_s)

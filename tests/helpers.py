@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import zipfile
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -96,3 +97,16 @@ def four_class_csv(rows: int = 300) -> bytes:
     lines = [",".join(f"{v:.6f}" for v in row) + f",{label}"
              for row, label in zip(x, y, strict=True)]
     return ("a,b,c,d,e,label\n" + "\n".join(lines)).encode()
+
+
+def npz_bomb(rows: int, features: int) -> bytes:
+    """An .npz of a few KB whose headers declare ``x`` (rows, features) and ``y`` (rows,)
+    float64: compressed zeros, a decompression bomb (its members end early)."""
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, shape in (("x", (rows, features)), ("y", (rows,))):
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, {
+                    "descr": "<f8", "fortran_order": False, "shape": shape})
+                member.write(b"\0" * (1 << 20))
+    return bomb.getvalue()

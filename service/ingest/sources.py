@@ -117,8 +117,15 @@ def _labels(column: Any, task: Task, name: str) -> Array:
 
 
 def _features(batch: Any, columns: list[str]) -> Array:
-    return np.stack([np.asarray(batch.column(name).to_numpy(zero_copy_only=False),
-                                dtype=np.float64) for name in columns], axis=1)
+    """The batch's feature columns as one row-major array, in one pass (Arrow's tensor
+    conversion: floats stay floats, missing values become NaN for the finiteness check)."""
+    selected = batch.select(columns)
+    if any(pa.types.is_boolean(f.type) for f in selected.schema):
+        selected = pa.RecordBatch.from_arrays(
+            [pc.cast(c, pa.float32()) if pa.types.is_boolean(c.type) else c
+             for c in selected.columns], names=columns)
+    features: Array = np.asarray(selected.to_tensor(null_to_nan=True, row_major=True))
+    return features
 
 
 class CsvSource:
@@ -147,18 +154,21 @@ class CsvSource:
                           f"{row.expected_columns} (ragged rows): {row.text[:60]!r}")
             return "error"
 
-        types = {n: pa.float64() for n in self.columns.features}
-        types[self.columns.label] = pa.float64() if self.task == "regression" else pa.string()
-        options = {
-            "read_options": pcsv.ReadOptions(column_names=self.columns.names),
-            "parse_options": pcsv.ParseOptions(invalid_row_handler=refuse_ragged),
-            "convert_options": pcsv.ConvertOptions(column_types=types,
-                                                   strings_can_be_null=False)}
+        read = pcsv.ReadOptions(column_names=self.columns.names)
+        parse = pcsv.ParseOptions(invalid_row_handler=refuse_ragged)
         for chunk in _line_chunks(self.path, skip_first=self.has_header):
+            # Labels as text until the first chunk shows they are numbers: then as numbers,
+            # which parses faster (a later text label is refused as mixing the two).
+            numbers = self.task == "regression" or self._text_labels is False
+            types = {n: pa.float64() for n in self.columns.features}
+            types[self.columns.label] = pa.float64() if numbers else pa.string()
+            convert = pcsv.ConvertOptions(column_types=types, strings_can_be_null=False)
             try:
-                table = pcsv.read_csv(pa.BufferReader(chunk), **options)
+                table = pcsv.read_csv(pa.py_buffer(chunk), read_options=read,
+                                      parse_options=parse, convert_options=convert)
             except pa.ArrowInvalid as exc:
-                raise IngestError("file", ragged[0] if ragged else self._explain(exc)) from None
+                raise IngestError(*(("file", ragged[0]) if ragged else self._explain(exc))) \
+                    from None
             for batch in table.to_batches():
                 yield _features(batch, self.columns.features), self._consistent(batch)
 
@@ -174,37 +184,51 @@ class CsvSource:
                               "and text")
         return labels
 
-    def _explain(self, exc: Exception) -> str:
+    def _explain(self, exc: Exception) -> tuple[str, str]:
+        """``(field, message)`` for a conversion error pyarrow raised."""
         text = str(exc)
         if "CSV column #" in text:
-            index = int(text.split("CSV column #", 1)[1].split(":", 1)[0])
+            name = self.columns.names[int(text.split("CSV column #", 1)[1].split(":", 1)[0])]
             reason = text.rsplit(":", 1)[-1].strip()
-            return f"column {self.columns.names[index]!r} is not numeric ({reason})"
-        return f"not valid CSV ({text})"
+            if name == self.columns.label and self.task == "classification":
+                return "label", f"column {name!r} mixes whole numbers and text ({reason})"
+            return "file", f"column {name!r} is not numeric ({reason})"
+        return "file", f"not valid CSV ({text})"
 
 
-def _line_chunks(path: Path, skip_first: bool) -> Iterator[bytes]:
+def _line_chunks(path: Path, skip_first: bool) -> Iterator[memoryview]:
     """The file in pieces of about :data:`BATCH_BYTES` that end at a line break (pyarrow's
     own streaming reader reads many blocks ahead, holding a good part of a large file in
-    memory; whole lines in bounded pieces keep ingest's memory flat)."""
-    with open(path, "rb") as f:
-        rest, first = b"", skip_first
-        while block := f.read(BATCH_BYTES):
-            block = rest + block
-            if first:  # the header: up to the first line break of any kind
-                ends = [i for i in (block.find(b"\n"), block.find(b"\r")) if i >= 0]
-                if not ends:
-                    rest = block
+    memory; whole lines in bounded pieces keep ingest's memory flat). Views of one buffer,
+    valid until the next piece."""
+    buffer = bytearray(BATCH_BYTES)
+    view = memoryview(buffer)
+    held, first = 0, skip_first  # bytes carried over from the last piece
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            if held == len(buffer):  # one line longer than a piece: make room
+                buffer.extend(bytes(len(buffer)))
+                view = memoryview(buffer)
+            read = f.readinto(view[held:])
+            end = held + (read or 0)
+            if first:  # the header: up to its first line break of any kind
+                ends = [i for i in (buffer.find(b"\n", 0, end), buffer.find(b"\r", 0, end))
+                        if i >= 0]
+                if not ends and read:
+                    held = end
                     continue
-                block, first = block[min(ends) + 1:].lstrip(b"\n"), False
-            cut = max(block.rfind(b"\n"), block.rfind(b"\r")) + 1
-            if cut == 0:  # one line longer than a piece: keep reading it
-                rest = block
-                continue
-            rest = block[cut:]
-            yield block[:cut]
-        if rest.strip():
-            yield rest
+                start = min(ends) + 1 if ends else end
+                start += buffer.startswith(b"\n", start)  # the \n of a \r\n
+                buffer[:end - start] = buffer[start:end]
+                end, first = end - start, False
+            cut = end if not read else max(buffer.rfind(b"\n", 0, end),
+                                            buffer.rfind(b"\r", 0, end)) + 1
+            if cut > 1024 or (cut > 0 and bytes(view[:cut]).strip()):  # not blank lines
+                yield view[:cut]
+            if not read:
+                return
+            held = end - cut
+            buffer[:held] = buffer[cut:end]
 
 
 def _first_row(path: Path) -> list[str]:
@@ -255,7 +279,7 @@ class ParquetSource:
     def batches(self) -> Iterator[tuple[Array, Array]]:
         width = len(self.columns.names)
         for batch in self.dataset.to_batches(batch_size=rows_per_batch(width),
-                                             batch_readahead=1, fragment_readahead=1):
+                                             batch_readahead=4, fragment_readahead=1):
             yield (_features(batch, self.columns.features),
                    _labels(batch.column(self.columns.label), self.task, self.columns.label))
 

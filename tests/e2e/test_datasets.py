@@ -8,7 +8,6 @@ import io
 import subprocess
 import threading
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 
 from bench.machine import memory_of
 from tests.e2e.helpers import SYNCSGD, Server, start_server
-from tests.helpers import four_class_csv, run_job, wait_for
+from tests.helpers import four_class_csv, npz_bomb, run_job, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -151,17 +150,11 @@ def test_the_cli_adds_a_file_and_follows_its_ingest(server: Server, tmp_path: Pa
 def test_a_decompression_bomb_is_refused_before_it_is_read(server: Server) -> None:
     """An .npz of a few KB declaring 10**11 values: refused from its headers, and the
     service's peak RSS barely moves (it used to reach 1.7 GB on such a file)."""
-    bomb = io.BytesIO()
-    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, shape in (("x", (10**10, 10)), ("y", (10**10,))):
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array_header_1_0(member, {
-                    "descr": "<f8", "fortran_order": False, "shape": shape})
-                member.write(b"\0" * (1 << 20))
+    bomb = npz_bomb(10**10, 10)
     pid = server.process.pid
     Path(f"/proc/{pid}/clear_refs").write_text("5")
     baseline = memory_of(pid)["VmRSS"]
-    refused = server.http.post("/datasets", content=bomb.getvalue(),
+    refused = server.http.post("/datasets", content=bomb,
                                params={"name": "bomb", "format": "npz"})
     assert refused.status_code == 413, refused.text
     assert "SYNCSGD_DATASETS_QUOTA_BYTES" in refused.json()["detail"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from common.dataset_files import StoredDataset, open_layout
 from service.errors import QuotaExceededError
 from service.ingest import IngestError, ingest, open_source
-from tests.helpers import npz
+from tests.helpers import npz, npz_bomb
 
 
 def ingested(tmp_path: Path, body: bytes | Path, fmt: str = "csv",
@@ -113,16 +112,9 @@ def test_a_parquet_directory_is_one_dataset_and_lists_are_refused(tmp_path: Path
 def test_an_npz_is_checked_from_its_headers_before_it_is_read(tmp_path: Path) -> None:
     data = ingested(tmp_path, npz(x=np.ones((4, 3)), y=np.array([0, 1, 0, 1])), "npz")
     assert data.meta.rows == 4 and data.meta.class_names == [0, 1]
-    bomb = io.BytesIO()  # 10**9 zeros declared, a few KB compressed
-    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, shape in (("x", (10**8, 10)), ("y", (10**8,))):
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array_header_1_0(member, {
-                    "descr": "<f8", "fortran_order": False, "shape": shape})
-                member.write(b"\0" * (1 << 20))
-    assert len(bomb.getvalue()) < 20_000
-    source = open_source(write(tmp_path / "bomb.npz", bomb.getvalue()), "npz",
-                         "classification", None)
+    bomb = npz_bomb(10**8, 10)  # 10**9 values declared
+    assert len(bomb) < 20_000
+    source = open_source(write(tmp_path / "bomb.npz", bomb), "npz", "classification", None)
     assert source.declared_rows == 10**8
     with pytest.raises(QuotaExceededError, match="100000000 rows take 4800000000 bytes"):
         ingest(source, tmp_path / "bomb", name="b", task="classification", x_dtype="float32",
