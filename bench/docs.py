@@ -72,6 +72,13 @@ BOUNDS = """## What bounds the goals missed in this run
   shapes wherever it runs), which costs more than one GEMM over a rank's
   rows, plus one pass per micro-shard to make the gradients whole numbers:
   see [deterministic.md](deterministic.md). Fewer micro-shards cost less.
+- **Parquet ingest** ({parquet:.0f} MB/s against pyarrow's {parquet_ref:.0f}). Decoding
+  Parquet is faster than writing its rows: pyarrow's read only decodes, while
+  ingest also writes the layout's float32 rows to disk and fsyncs them. The CSV
+  ingest, which parses text, keeps up with pyarrow's CSV read.
+- Other rows can miss in one run and meet their goal in the next (small
+  all-reduces, the 2-thread engine step): this machine is shared, and those
+  figures move by more than their margins between runs.
 """
 
 
@@ -119,8 +126,11 @@ def _bounds(rows: list[dict[str, Any]]) -> str:
         f"  - {r['name'].removeprefix('scaling ')}: "
         + ", ".join(f"{k} {v:.1f}" for k, v in r["step_split_ms"].items())
         for r in rows if "step_split_ms" in r)
+    parquet = next((r for r in rows if r["name"].startswith("ingest parquet")),
+                   {"project": 0.0, "reference": 0.0})
     return BOUNDS.format(small_gemm_ms=gemm["project"], small_step_ms=step["project"],
-                         small_vs_torch=step["ratio"], scaling_splits=splits)
+                         small_vs_torch=step["ratio"], scaling_splits=splits,
+                         parquet=parquet["project"], parquet_ref=parquet["reference"])
 
 
 def _profile(profile: dict[str, Any] | None) -> str:

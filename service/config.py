@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1024)
     max_curve_page: int = Field(default=100_000, ge=1)
+    max_event_streams: int = Field(default=1_000, ge=1, le=100_000,
+                                   description="open GET /jobs/{id}/events streams at once")
+    event_poll_s: float = Field(default=0.25, gt=0, le=10,
+                                description="how often a followed job's store is read")
     datasets_quota_bytes: int = Field(default=50 * 2**30, ge=1024,
                                       description="disk for datasets: uploads, ingested "
                                                   "layouts, generated built-ins")

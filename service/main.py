@@ -24,6 +24,7 @@ from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
 from service.data_lock import DataDirLock
 from service.datasets import DatasetCatalog
+from service.event_hub import EventHub
 from service.metrics import Metrics
 from service.models import ModelCache
 from service.runner import RayRunner, Runner
@@ -70,6 +71,7 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.runner, app.state.metrics = runner, metrics
     app.state.models, app.state.catalog = ModelCache(settings.model_path), catalog
+    app.state.hub = EventHub(store, settings.max_event_streams, settings.event_poll_s)
     try:
         yield
     finally:

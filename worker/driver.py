@@ -38,7 +38,10 @@ Array = npt.NDArray[Any]
 
 #: How long a chunk should take (the "live" granularity of the curve).
 CHUNK_TARGET_S = 1.0
-FIRST_CHUNK_STEPS = 5
+#: A group's first chunk is one step: whatever it takes (a large model, a slow node) sizes
+#: the chunks after it and their timeouts, so a slow job is not taken for a hung one. Only
+#: a single step longer than the chunk timeout's floor counts as a hang before that.
+FIRST_CHUNK_STEPS = 1
 #: A chunk may take this many times its expected duration before it counts as a hang.
 HANG_FACTOR = 10.0
 

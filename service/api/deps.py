@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.config import Settings
 from service.datasets import DatasetCatalog
+from service.event_hub import EventHub
 from service.models import ModelCache
 from service.runner import Runner
 from service.scheduler import Scheduler
@@ -43,6 +44,11 @@ def get_catalog(request: Request) -> DatasetCatalog:
     return catalog
 
 
+def get_hub(request: Request) -> EventHub:
+    hub: EventHub = request.app.state.hub
+    return hub
+
+
 def get_runner(request: Request) -> Runner:
     jobs_runner: Runner = request.app.state.runner
     return jobs_runner
@@ -54,6 +60,12 @@ SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
 RunnerDep = Annotated[Runner, Depends(get_runner)]
 CatalogDep = Annotated[DatasetCatalog, Depends(get_catalog)]
+HubDep = Annotated[EventHub, Depends(get_hub)]
+
+
+def stream_capacity(hub: HubDep) -> None:
+    """A 503 before an event stream starts when every slot is taken."""
+    hub.check_capacity()
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

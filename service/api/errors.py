@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from common.errors import FieldError
 from service.errors import NotFoundError, QuotaExceededError, StateConflictError
+from service.event_hub import TooManyStreamsError
 
 
 def field_error_body(error: FieldError) -> dict[str, object]:
@@ -30,6 +31,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(QuotaExceededError)
     async def over_quota(request: Request, exc: QuotaExceededError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status.HTTP_413_CONTENT_TOO_LARGE)
+
+    @app.exception_handler(TooManyStreamsError)
+    async def too_many_streams(request: Request, exc: TooManyStreamsError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": "5"})
 
     @app.exception_handler(FieldError)
     async def refused_field(request: Request, exc: FieldError) -> JSONResponse:

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from service.api.deps import (
     Credentials,
+    HubDep,
     RunnerDep,
     SchedulerDep,
     SettingsDep,
@@ -24,11 +25,12 @@ class Health(BaseModel):
     free_cpus: float  # not reserved by any placement group or actor, as Ray counts them
     running: list[str] | None = None  # job ids (with the token, where reads need it)
     jobs: dict[str, int] | None = None  # count by state (likewise)
+    event_streams: int | None = None  # open GET /jobs/{id}/events streams (likewise)
 
 
 @router.get("/healthz", responses={503: {"model": Health,
                                          "description": "degraded: the queue cannot start jobs"}})
-def healthz(store: StoreDep, scheduler: SchedulerDep, jobs_runner: RunnerDep,
+def healthz(store: StoreDep, scheduler: SchedulerDep, jobs_runner: RunnerDep, hub: HubDep,
             settings: SettingsDep, credentials: Credentials, response: Response) -> Health:
     """Liveness, and the CPUs the service has; public, so that a load balancer or compose
     can ask it. Job ids and counts only with the token where reads need one."""
@@ -39,4 +41,5 @@ def healthz(store: StoreDep, scheduler: SchedulerDep, jobs_runner: RunnerDep,
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     if not settings.reads_need_token or authorized(settings, credentials):
         health.running, health.jobs = scheduler.running_ids(), store.count_by_state()
+        health.event_streams = hub.streams
     return health

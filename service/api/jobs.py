@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -10,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,12 +17,14 @@ from common.errors import FieldError
 from common.records import StepRecord
 from common.schemas import JobPublic, JobSpec, JobState
 from service.api.deps import (
+    HubDep,
     ModelsDep,
     SchedulerDep,
     SettingsDep,
     StoreDep,
     require_read_token,
     require_token,
+    stream_capacity,
 )
 from service.errors import StateConflictError
 from service.runner import Fault
@@ -32,8 +32,6 @@ from service.store import POINT_FIELDS
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_read_token)])
 
-#: How often an event stream looks for new points (the curve itself moves about once a second).
-POLL_S = 0.25
 KEEPALIVE_S = 15.0
 EVENT_BATCH = 1000
 #: Steps and offsets are SQLite INTEGERs (64-bit): bound what clients may send.
@@ -130,42 +128,39 @@ def resume_cursor(
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse,
-            responses={**NOT_FOUND, 400: {"description": "a malformed Last-Event-ID"}})
-async def job_events(job: JobDep, store: StoreDep,
+            responses={**NOT_FOUND, 400: {"description": "a malformed Last-Event-ID"},
+                       503: {"description": "every event stream slot is taken"}},
+            dependencies=[Depends(stream_capacity)])
+async def job_events(job: JobDep, hub: HubDep,
                      cursor: Annotated[int, Depends(resume_cursor)]
                      ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: ``points`` (new curve points, id = last step), ``state``
     (the job, on every state change) and ``restart`` (when its workers were replaced),
     in order; the stream ends when the job ends. A late subscriber first gets what it
-    missed (``Last-Event-ID`` or ``?since``).
+    missed (``Last-Event-ID`` or ``?since``). Every stream of a job shares one poll of
+    the store (:mod:`service.event_hub`).
     """
-    last_state: JobState | None = None
-    restarts_sent = 0
-    quiet_since = asyncio.get_running_loop().time()
-    while True:
-        # State first, points second: points are written before a terminal state,
-        # so once the state is terminal the points query sees all of them.
-        current = await run_in_threadpool(store.get, job.id)
-        while points := await run_in_threadpool(store.curve, job.id, cursor, EVENT_BATCH):
-            cursor = points[-1].step
-            yield ServerSentEvent(event="points", id=str(cursor),
-                                  data=[p.to_dict() for p in points])
-            quiet_since = asyncio.get_running_loop().time()
-        for restart in current.restart_log[restarts_sent:]:
-            yield ServerSentEvent(event="restart", id=str(cursor),
-                                  data=restart.model_dump(mode="json"))
-            restarts_sent += 1
-        if current.state != last_state:
-            last_state = current.state
-            yield ServerSentEvent(event="state", id=str(cursor),
-                                  data=current.model_dump(mode="json"))
-            quiet_since = asyncio.get_running_loop().time()
-        if current.state.terminal:
-            return
-        if asyncio.get_running_loop().time() - quiet_since > KEEPALIVE_S:
-            yield ServerSentEvent(comment="keep-alive")
-            quiet_since = asyncio.get_running_loop().time()
-        await asyncio.sleep(POLL_S)
+    async with hub.follow(job.id) as watch:
+        last_state: JobState | None = None
+        restarts_sent = 0
+        while True:
+            # What the poller read together: the record, and whether every point is in.
+            current, complete = watch.job, watch.complete
+            while batch := await hub.points_after(watch, job.id, cursor, EVENT_BATCH):
+                cursor, encoded = batch
+                yield ServerSentEvent(event="points", id=str(cursor), raw_data=encoded)
+            for restart in current.restart_log[restarts_sent:]:
+                yield ServerSentEvent(event="restart", id=str(cursor),
+                                      data=restart.model_dump(mode="json"))
+                restarts_sent += 1
+            if current.state != last_state:
+                last_state = current.state
+                yield ServerSentEvent(event="state", id=str(cursor),
+                                      data=current.model_dump(mode="json"))
+            if complete:
+                return
+            if not await watch.wait(KEEPALIVE_S, spread_s=hub.poll_s):
+                yield ServerSentEvent(comment="keep-alive")
 
 
 class FaultRequest(BaseModel):

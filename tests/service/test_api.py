@@ -290,6 +290,19 @@ def test_other_refusals_name_the_field_or_the_setting(make_app: AppFactory) -> N
     assert named.status_code == 422 and named.json()["detail"][0]["loc"] == ["body", "name"]
 
 
+def test_event_streams_past_the_cap_get_a_503(make_app: AppFactory) -> None:
+    api = make_app(max_event_streams=1)
+    job_id = api.post("/jobs", json=ENDLESS).json()["id"]
+    wait_job(api, job_id, {"running"})
+    with api.stream("GET", f"/jobs/{job_id}/events") as first:
+        assert next(first.iter_lines()).startswith(("event:", "id:", "data:", ":"))
+        refused = api.get(f"/jobs/{job_id}/events")
+        assert refused.status_code == 503 and "SYNCSGD_MAX_EVENT_STREAMS" in refused.text
+        api.post(f"/jobs/{job_id}/cancel")
+    wait_job(api, job_id)
+    assert streamed_steps(collect_events(api, job_id))  # the slot is free again
+
+
 def test_a_drill_kill_restarts_the_job_which_ends_with_every_step_once(
         make_app: AppFactory) -> None:
     """In process, a ``kill`` is reported as the rank's death (the real SIGKILL is in

@@ -3,6 +3,8 @@ in-process rank (``LocalGroup``) against the single-process trainer as the refer
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from common.data import load_dataset
@@ -97,3 +99,27 @@ def test_cancel_stops_between_chunks() -> None:
     with pytest.raises(JobCancelledError, match="cancelled at step 8"):
         train(SPEC, load_dataset(SPEC.data, seed=SPEC.seed, dtype=SPEC.dtype), GroupOptions(),
               hooks, make_group=LocalGroup.create)
+
+
+def test_a_slow_job_is_not_taken_for_a_hung_one() -> None:
+    """Steps of 0.05 s against a 0.15 s floor: five of them in a first chunk would look
+    hung. The first chunk is one step; its time sizes the next chunks and their timeouts."""
+    from common.records import ChunkResult
+    from worker.errors import GroupTimeoutError
+
+    class SlowGroup(LocalGroup):
+        """An in-process rank that takes 0.05 s a step and enforces the driver's timeouts
+        (the real worker group's ``_gather`` does; LocalGroup runs to the end)."""
+
+        def run(self, steps: int, timeout_s: float, checkpoint: bool = False) -> ChunkResult:
+            if steps * 0.05 > timeout_s:
+                raise GroupTimeoutError(f"{steps} steps of 0.05 s would not finish in "
+                                        f"{timeout_s:g} s")
+            time.sleep(steps * 0.05)
+            return super().run(steps, timeout_s, checkpoint)
+
+    spec = SPEC.model_copy(update={"steps_per_chunk": 0, "max_steps": 12, "max_restarts": 0})
+    hooks = Recorder()
+    result = train(spec, load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype),
+                   GroupOptions(chunk_timeout_s=0.15), hooks, make_group=SlowGroup.create)
+    assert result.steps == 12 and hooks.restarts == []
