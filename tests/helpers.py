@@ -83,7 +83,8 @@ def model_params(http: httpx.Client, job_id: str) -> bytes:
 
 
 def npz(**arrays: Any) -> bytes:
-    """An .npz file's bytes, as a user would upload it."""
+    """An .npz file's bytes, as a user (or an attacker: object arrays are pickled by
+    ``np.savez``'s default) would upload it."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
