@@ -47,3 +47,16 @@ class ChunkResult:
     step: int  # steps done after this chunk
     fingerprint: str | None  # sha256 of the parameters, when a check is due
     state: TrainingState | None = None  # rank 0's state, when a checkpoint is due
+
+
+def curve_stride(total_steps: int, max_points: int) -> int:
+    """Keep every ``stride``-th step's point so that a job of ``total_steps`` keeps at most
+    about ``max_points`` (plus its epochs' last steps)."""
+    return max(1, -(-total_steps // max_points))
+
+
+def kept_on_curve(record: StepRecord, stride: int, total_steps: int) -> bool:
+    """Is ``record`` one of the curve's points at ``stride``? Every stride-th step, every
+    step with a validation (an epoch's last), the first and the final step."""
+    return (record.step % stride == 0 or record.val_loss is not None
+            or record.step in (1, total_steps))

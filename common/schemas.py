@@ -34,7 +34,10 @@ NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A spec from a user: no unknown fields, and no value of another JSON type taken for
+    the declared one (``0`` is not ``false``), so the OpenAPI schema is what is accepted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class LayerSpec(_Strict):
@@ -257,6 +260,7 @@ class JobPublic(BaseModel):
     spec: JobSpec
     step: int = 0
     total_steps: int | None = None
+    curve_stride: int = 1  # the curve keeps every curve_stride-th step (and epochs' last)
     epoch: int = 0
     loss: float | None = None  # latest global training loss
     val_loss: float | None = None  # latest epoch's validation loss
@@ -305,7 +309,7 @@ class DatasetPublic(BaseModel):
 class DatasetRegistration(BaseModel):
     """A file, or a directory of Parquet files, under the service's datasets root."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
     path: str = Field(min_length=1, max_length=4096,
                       description="relative to SYNCSGD_DATASETS_ROOT; nothing outside it")
@@ -319,7 +323,7 @@ class DatasetRegistration(BaseModel):
 class VerifyRequest(BaseModel):
     """Run ``spec`` for ``steps`` steps with 1 worker and with ``workers`` workers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     spec: JobSpec
     workers: int = Field(default=2, ge=2, le=256)
     steps: int = Field(default=20, ge=1, le=1000)

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_concurrent_jobs: int = Field(default=4, ge=1, le=1024)
     max_curve_page: int = Field(default=100_000, ge=1)
+    max_points_per_job: int = Field(
+        default=100_000, ge=100, le=10_000_000,
+        description="a job with more steps keeps every k-th step's point (and every "
+                    "epoch's last and the final one), each exact")
+    max_verify_steps: int = Field(default=1000, ge=1, le=1000,
+                                  description="steps of each of POST /verify's two runs")
     max_event_streams: int = Field(default=1_000, ge=1, le=100_000,
                                    description="open GET /jobs/{id}/events streams at once")
     event_poll_s: float = Field(default=0.25, gt=0, le=10,

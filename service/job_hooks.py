@@ -8,6 +8,7 @@ written after its last point.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from common.checkpoint import TrainingState, save_checkpoint
-from common.records import StepRecord
+from common.records import StepRecord, curve_stride, kept_on_curve
 from common.schemas import RankPlacement, RestartInfo
 from service import runner
 from service.config import Settings
@@ -94,6 +95,8 @@ class JobHooks(runner.TrainingHooks):
         self.job_id, self.store, self.settings = job_id, store, settings
         self._writer = writer
         self._cancel, self._faults, self._observe_records = cancel, faults, observe_records
+        self._keep: Callable[[StepRecord], bool] | None = None  # all points, until started
+
 
     def write(self, write: Callable[[], object]) -> None:
         """A store write of this job, in order, retried; a lost one fails the job."""
@@ -104,11 +107,15 @@ class JobHooks(runner.TrainingHooks):
         for rank in placements:
             log.info("started on node %s, pid %d", rank.node, rank.pid,
                      extra={"event": "rank-started", "job": self.job_id, "rank": rank.rank})
-        self.write(lambda: self.store.mark_running(self.job_id, total_steps, placements))
+        stride = curve_stride(total_steps, self.settings.max_points_per_job)
+        if stride > 1:
+            self._keep = functools.partial(kept_on_curve, stride=stride, total_steps=total_steps)
+        self.write(lambda: self.store.mark_running(self.job_id, total_steps, placements, stride))
 
     def records(self, records: list[StepRecord]) -> None:
-        self._observe_records(records)
-        self.write(lambda: self.store.add_points(self.job_id, records))
+        self._observe_records(records)  # the metrics see every step
+        keep = self._keep
+        self.write(lambda: self.store.add_points(self.job_id, records, keep))
 
     def checkpoint(self, state: TrainingState) -> None:
         directory, keep = self.settings.checkpoint_dir(self.job_id), self.settings.keep_checkpoints

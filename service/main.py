@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api import dashboard, datasets, errors, health, jobs, verify
+from service.api import dashboard, datasets, errors, events, health, jobs, openapi, verify
 from service.api.deps import require_read_token
 from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
@@ -30,6 +30,7 @@ from service.models import ModelCache
 from service.runner import RayRunner, Runner
 from service.scheduler import Scheduler
 from service.store import SqliteJobStore
+from service.tickets import Tickets
 
 
 def create_app(settings: Settings | None = None, runner: Runner | None = None) -> FastAPI:
@@ -41,11 +42,13 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
                   lifespan=functools.partial(lifespan, settings=settings, runner=jobs_runner),
                   description="Synchronized data-parallel SGD as a service.")
     errors.install(app)
+    openapi.install(app, settings)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.middleware("http")(time_requests)
     app.include_router(health.router)
     app.include_router(metrics_router)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(datasets.router)
     app.include_router(verify.router)
     app.include_router(dashboard.router)
@@ -71,6 +74,7 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.runner, app.state.metrics = runner, metrics
     app.state.models, app.state.catalog = ModelCache(settings.model_path), catalog
+    app.state.tickets = Tickets()
     app.state.hub = EventHub(store, settings.max_event_streams, settings.event_poll_s)
     try:
         yield

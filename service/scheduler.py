@@ -114,8 +114,10 @@ class Scheduler:
         service started."""
         return self.runner.cluster_cpus()[0]
 
-    def check(self, spec: JobSpec) -> None:
-        """Raise a :class:`common.errors.FieldError` naming what keeps ``spec`` from running."""
+    def check(self, spec: JobSpec, *, runs_epochs: bool = True) -> None:
+        """Raise a :class:`common.errors.FieldError` naming what keeps ``spec`` from running.
+        ``runs_epochs=False``: it runs a bounded number of steps (``/verify``), not
+        ``spec.epochs``, so the epochs x samples limit does not apply."""
         s = self.settings
         if spec.workers > s.max_workers_per_job:
             raise SubmissionError("workers", f"{spec.workers} is over the limit of "
@@ -139,7 +141,7 @@ class Scheduler:
         info = describe_dataset(spec.data, seed=spec.seed, datasets_dir=s.datasets_path)
         check_spec_matches_data(spec, info)
         self._check_generated_size(spec)
-        if spec.epochs * info.n_train > s.max_epoch_samples:
+        if runs_epochs and spec.epochs * info.n_train > s.max_epoch_samples:
             raise SubmissionError("epochs", f"{spec.epochs} x {info.n_train} samples is over the "
                                   f"limit of {s.max_epoch_samples} (SYNCSGD_MAX_EPOCH_SAMPLES)")
 

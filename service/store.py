@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     restarts INTEGER NOT NULL DEFAULT 0,
     restart_log TEXT NOT NULL DEFAULT '[]',
     created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
-    crashes INTEGER NOT NULL DEFAULT 0  -- service processes that died while it ran
+    crashes INTEGER NOT NULL DEFAULT 0,  -- service processes that died while it ran
+    curve_stride INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS points (
@@ -67,6 +69,8 @@ CREATE TABLE IF NOT EXISTS datasets (
 #: is set aside under this name (not listed, not deleted).
 OLD_DATASETS = "datasets_v1"
 
+#: Points deleted per transaction.
+DELETE_BATCH = 5_000
 POINT_FIELDS = ("step", "epoch", "loss", "compute", "allreduce", "wait", "update", "val_loss",
                 "val_accuracy")
 TIMING_FIELDS = ("compute", "allreduce", "wait", "update")
@@ -95,8 +99,11 @@ class SqliteJobStore:
         if columns and "record" not in columns:
             self._db.execute(f"ALTER TABLE datasets RENAME TO {OLD_DATASETS}")
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        if columns and "crashes" not in columns:
-            self._db.execute("ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0")
+        for column in ("crashes", "curve_stride"):
+            if columns and column not in columns:
+                default = 1 if column == "curve_stride" else 0
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} INTEGER NOT NULL "
+                                 f"DEFAULT {default}")
 
     def close(self) -> None:
         with self._lock:
@@ -153,13 +160,14 @@ class SqliteJobStore:
             counts = {r["state"]: r["n"] for r in rows}
         return {s.value: counts.get(s.value, 0) for s in JobState}
 
-    def mark_running(self, job_id: str, total_steps: int, ranks: list[RankPlacement]) -> None:
+    def mark_running(self, job_id: str, total_steps: int, ranks: list[RankPlacement],
+                     curve_stride: int = 1) -> None:
         with self._transaction() as db:
             db.execute("UPDATE jobs SET state = ?, total_steps = ?, ranks = ?, "
-                       "started_at = COALESCE(started_at, ?) WHERE id = ?",
+                       "curve_stride = ?, started_at = COALESCE(started_at, ?) WHERE id = ?",
                        (JobState.running.value, total_steps,
-                        json.dumps([r.model_dump() for r in ranks]), utcnow().isoformat(),
-                        job_id))
+                        json.dumps([r.model_dump() for r in ranks]), curve_stride,
+                        utcnow().isoformat(), job_id))
 
     def count_crash(self, job_id: str) -> int:
         """One more service process died while ``job_id`` ran; the count so far."""
@@ -187,6 +195,18 @@ class SqliteJobStore:
                        (state.value, error, utcnow().isoformat(), job_id))
 
     def delete(self, job_id: str) -> None:
+        """The job's points go first, a batch per transaction, so that a long curve does not
+        hold the store (and every request) for the whole delete; then its record."""
+        self.get(job_id)  # 404 before any work
+        while True:
+            with self._transaction() as db:
+                gone = db.execute(
+                    "DELETE FROM points WHERE job_id = ? AND step IN (SELECT step FROM points "
+                    "WHERE job_id = ? ORDER BY step LIMIT ?)",
+                    (job_id, job_id, DELETE_BATCH)).rowcount
+            if gone < DELETE_BATCH:
+                break
+            time.sleep(0)  # let the requests waiting for the store in
         with self._transaction() as db:
             if db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
                 raise JobNotFoundError(job_id)
@@ -230,14 +250,18 @@ class SqliteJobStore:
 
     # ---- the curve -----------------------------------------------------------------------
 
-    def add_points(self, job_id: str, records: Iterable[StepRecord]) -> None:
-        """One transaction per chunk of records; progress fields follow the last one."""
-        rows = [{"job_id": job_id, **r.to_dict()} for r in records]
-        if not rows:
+    def add_points(self, job_id: str, records: Iterable[StepRecord],
+                   keep: Callable[[StepRecord], bool] | None = None) -> None:
+        """One transaction per chunk of records: the points ``keep`` keeps (default all);
+        the progress fields follow the last record, kept or not."""
+        records = list(records)
+        if not records:
             return
-        last = rows[-1]
-        timing = {name: sum(row[name] for row in rows) / len(rows) for name in TIMING_FIELDS}
-        validated = [row for row in rows if row["val_loss"] is not None]
+        every = [{"job_id": job_id, **r.to_dict()} for r in records]
+        rows = [row for row, r in zip(every, records, strict=True) if keep is None or keep(r)]
+        last = every[-1]
+        timing = {name: sum(row[name] for row in every) / len(every) for name in TIMING_FIELDS}
+        validated = [row for row in every if row["val_loss"] is not None]
         with self._transaction() as db:
             db.executemany(
                 f"INSERT OR REPLACE INTO points (job_id, {', '.join(map(_quote, POINT_FIELDS))}) "
@@ -272,5 +296,5 @@ def _job(row: sqlite3.Row) -> JobPublic:
         ranks=[RankPlacement(**r) for r in json.loads(row["ranks"] or "[]")],
         error=row["error"], restarts=row["restarts"],
         restart_log=[RestartInfo(**r) for r in json.loads(row["restart_log"])],
-        created_at=row["created_at"],
+        created_at=row["created_at"], curve_stride=row["curve_stride"],
         started_at=row["started_at"], finished_at=row["finished_at"])

@@ -6,8 +6,9 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
+from common.schemas import JobPublic
 from service.config import Settings
 from service.datasets import DatasetCatalog
 from service.event_hub import EventHub
@@ -15,8 +16,16 @@ from service.models import ModelCache
 from service.runner import Runner
 from service.scheduler import Scheduler
 from service.store import SqliteJobStore
+from service.tickets import Tickets
 
-_bearer = HTTPBearer(auto_error=False)
+#: The schemes name what a route asks, so the OpenAPI document can state it as configured
+#: (:mod:`service.api.openapi`): the token for a change, for a read, optionally, a ticket.
+WRITE_SCHEME, READ_SCHEME, OPTIONAL_SCHEME, TICKET_SCHEME = (
+    "token", "readToken", "optionalToken", "ticket")
+_write_bearer = HTTPBearer(scheme_name=WRITE_SCHEME, auto_error=False)
+_read_bearer = HTTPBearer(scheme_name=READ_SCHEME, auto_error=False)
+_optional_bearer = HTTPBearer(scheme_name=OPTIONAL_SCHEME, auto_error=False)
+_ticket = APIKeyQuery(name="ticket", scheme_name=TICKET_SCHEME, auto_error=False)
 
 
 def get_settings(request: Request) -> Settings:
@@ -49,6 +58,11 @@ def get_hub(request: Request) -> EventHub:
     return hub
 
 
+def get_tickets(request: Request) -> Tickets:
+    tickets: Tickets = request.app.state.tickets
+    return tickets
+
+
 def get_runner(request: Request) -> Runner:
     jobs_runner: Runner = request.app.state.runner
     return jobs_runner
@@ -61,12 +75,29 @@ ModelsDep = Annotated[ModelCache, Depends(get_models)]
 RunnerDep = Annotated[Runner, Depends(get_runner)]
 CatalogDep = Annotated[DatasetCatalog, Depends(get_catalog)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
+TicketsDep = Annotated[Tickets, Depends(get_tickets)]
+
+#: Steps and offsets are SQLite INTEGERs (64-bit): bound what clients may send.
+MAX_INDEX = 2**62
+
+
+def get_job(job_id: str, store: StoreDep) -> JobPublic:
+    """The job of the path (404 when there is none)."""
+    return store.get(job_id)
+
+
+JobDep = Annotated[JobPublic, Depends(get_job)]
 
 
 def stream_capacity(hub: HubDep) -> None:
     """A 503 before an event stream starts when every slot is taken."""
     hub.check_capacity()
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+WriteCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_write_bearer)]
+ReadCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_read_bearer)]
+#: For an open route that answers more with the token (``/healthz``).
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)]
 
 
 def authorized(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> bool:
@@ -85,12 +116,21 @@ def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None)
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_token(settings: SettingsDep, credentials: Credentials) -> None:
+def require_token(settings: SettingsDep, credentials: WriteCredentials) -> None:
     """For every request that changes something."""
     _check(settings, credentials)
 
 
-def require_read_token(settings: SettingsDep, credentials: Credentials) -> None:
+def require_read_token(settings: SettingsDep, credentials: ReadCredentials) -> None:
     """For reads, when ``SYNCSGD_AUTH_READS`` is set or the service listens beyond loopback."""
     if settings.reads_need_token:
+        _check(settings, credentials)
+
+
+def require_ticket_or_read_token(job_id: str, settings: SettingsDep,
+                                 credentials: ReadCredentials,
+                                 tickets: TicketsDep,
+                                 ticket: Annotated[str | None, Depends(_ticket)]) -> None:
+    """For an event stream: the token, or a ticket for this job (:mod:`service.tickets`)."""
+    if settings.reads_need_token and not (ticket and tickets.admits(ticket, job_id)):
         _check(settings, credentials)

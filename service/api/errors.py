@@ -3,8 +3,12 @@ validation shape: ``{"detail": [{"type", "loc", "msg"}]}``, ``loc`` naming the f
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from common.errors import FieldError
 from service.errors import NotFoundError, QuotaExceededError, StateConflictError
@@ -37,6 +41,27 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"detail": str(exc)}, status.HTTP_503_SERVICE_UNAVAILABLE,
                             headers={"Retry-After": "5"})
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        allowed = documented_methods(request.app, request.scope["path"])
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED and allowed:
+            # Starlette's Allow names only the first route on the path; a path such as
+            # /datasets/{id} has a route per method. The document lists them all.
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(FieldError)
     async def refused_field(request: Request, exc: FieldError) -> JSONResponse:
         return JSONResponse(field_error_body(exc), status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def documented_methods(app: FastAPI, path: str) -> list[str] | None:
+    """The methods the OpenAPI document lists for the path template ``path`` falls under,
+    the most specific one (``/jobs/defaults`` before ``/jobs/{job_id}``); None if none."""
+    found: tuple[int, list[str]] | None = None
+    for template, operations in app.openapi()["paths"].items():
+        pattern = "[^/]+".join(map(re.escape, re.split(r"\{[^}]+\}", template)))
+        params = template.count("{")
+        if re.fullmatch(pattern, path) and (found is None or params < found[0]):
+            found = (params, sorted(method.upper() for method in operations))
+    return found[1] if found else None

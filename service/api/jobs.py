@@ -1,41 +1,35 @@
-"""``/jobs``: submit, list, inspect, follow, cancel and delete training jobs."""
+"""``/jobs``: submit, list, inspect, cancel and delete training jobs; their curves,
+models and predictions. Following a job live is :mod:`service.api.events`."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import FileResponse
-from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import FieldError
 from common.records import StepRecord
-from common.schemas import JobPublic, JobSpec, JobState
+from common.schemas import MAX_INPUT_DIM, JobPublic, JobSpec, JobState
 from service.api.deps import (
-    HubDep,
+    MAX_INDEX,
+    JobDep,
     ModelsDep,
     SchedulerDep,
     SettingsDep,
     StoreDep,
     require_read_token,
     require_token,
-    stream_capacity,
 )
 from service.errors import StateConflictError
 from service.runner import Fault
 from service.store import POINT_FIELDS
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_read_token)])
-
-KEEPALIVE_S = 15.0
-EVENT_BATCH = 1000
-#: Steps and offsets are SQLite INTEGERs (64-bit): bound what clients may send.
-MAX_INDEX = 2**62
 
 
 class JobList(BaseModel):
@@ -50,13 +44,6 @@ class Curve(BaseModel):
     points: list[StepRecord]  # the stored step records, one per step
 
 
-def get_job(job_id: str, store: StoreDep) -> JobPublic:
-    """The job of the path (404 when there is none)."""
-    return store.get(job_id)
-
-
-JobDep = Annotated[JobPublic, Depends(get_job)]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no job with this id"}}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_token)],
@@ -111,62 +98,10 @@ def read_curve(job: JobDep, store: StoreDep, settings: SettingsDep,
                     headers={"Content-Disposition": f'attachment; filename="{job.id}.csv"'})
 
 
-def resume_cursor(
-        since: Annotated[int | None, Query(ge=0, le=MAX_INDEX,
-                                           description="resume after this step")] = None,
-        last_event_id: Annotated[str | None, Header()] = None) -> int:
-    """The step an event stream resumes after: ``Last-Event-ID`` when a reconnecting client
-    sends it (it wins over the ``?since`` the stream was opened with, or the client would
-    get every point again), else ``?since``, else 0. Checked before the stream starts, so
-    a malformed header is a 400, not a broken stream."""
-    if not last_event_id:
-        return since or 0
-    if not last_event_id.isdigit() or int(last_event_id) > MAX_INDEX:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            f"Last-Event-ID: expected a step number 0..{MAX_INDEX}")
-    return int(last_event_id)
-
-
-@router.get("/{job_id}/events", response_class=EventSourceResponse,
-            responses={**NOT_FOUND, 400: {"description": "a malformed Last-Event-ID"},
-                       503: {"description": "every event stream slot is taken"}},
-            dependencies=[Depends(stream_capacity)])
-async def job_events(job: JobDep, hub: HubDep,
-                     cursor: Annotated[int, Depends(resume_cursor)]
-                     ) -> AsyncIterator[ServerSentEvent]:
-    """Server-Sent Events: ``points`` (new curve points, id = last step), ``state``
-    (the job, on every state change) and ``restart`` (when its workers were replaced),
-    in order; the stream ends when the job ends. A late subscriber first gets what it
-    missed (``Last-Event-ID`` or ``?since``). Every stream of a job shares one poll of
-    the store (:mod:`service.event_hub`).
-    """
-    async with hub.follow(job.id) as watch:
-        last_state: JobState | None = None
-        restarts_sent = 0
-        while True:
-            # What the poller read together: the record, and whether every point is in.
-            current, complete = watch.job, watch.complete
-            while batch := await hub.points_after(watch, job.id, cursor, EVENT_BATCH):
-                cursor, encoded = batch
-                yield ServerSentEvent(event="points", id=str(cursor), raw_data=encoded)
-            for restart in current.restart_log[restarts_sent:]:
-                yield ServerSentEvent(event="restart", id=str(cursor),
-                                      data=restart.model_dump(mode="json"))
-                restarts_sent += 1
-            if current.state != last_state:
-                last_state = current.state
-                yield ServerSentEvent(event="state", id=str(cursor),
-                                      data=current.model_dump(mode="json"))
-            if complete:
-                return
-            if not await watch.wait(KEEPALIVE_S, spread_s=hub.poll_s):
-                yield ServerSentEvent(comment="keep-alive")
-
-
 class FaultRequest(BaseModel):
     """A drill: ``rank`` does ``action`` just before its step ``step``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     rank: int = Field(ge=0, le=1023)
     step: int = Field(ge=1, le=MAX_INDEX)
     action: Literal["kill", "raise", "hang"] = Field(
@@ -208,9 +143,9 @@ def delete_job(job: JobDep, scheduler: SchedulerDep, models: ModelsDep) -> Respo
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inputs: list[list[float]] = Field(min_length=1, max_length=10_000,
-                                      description="rows of input_dim numbers")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    inputs: list[Annotated[list[float], Field(min_length=1, max_length=MAX_INPUT_DIM)]] = Field(
+        min_length=1, max_length=10_000, description="rows of the job's input_dim numbers")
 
 
 class Prediction(BaseModel):
@@ -234,6 +169,9 @@ def predict(job: JobDep, request: PredictRequest, models: ModelsDep) -> Predicti
         outputs, net = models.predict(job.id, np.asarray(request.inputs))
     except ValueError as exc:
         raise FieldError("inputs", str(exc).replace("x: ", "", 1)) from exc
+    if not np.isfinite(outputs).all():  # JSON has no inf: say so rather than send nulls
+        raise FieldError("inputs", "the model's outputs overflow for these inputs; are they "
+                         "in the units the model was trained on?")
     classes = net.class_names(outputs) if net.classifies else None
     return Prediction(outputs=outputs.tolist(), classes=classes)
 

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from common.errors import FieldError
 from common.schemas import JobSpec, VerifyReport, VerifyRequest
-from service.api.deps import RunnerDep, SchedulerDep, require_token
+from service.api.deps import RunnerDep, SchedulerDep, SettingsDep, require_token
 from service.runner import GroupError
 
 router = APIRouter(tags=["verify"], dependencies=[Depends(require_token)])
@@ -16,12 +16,19 @@ router = APIRouter(tags=["verify"], dependencies=[Depends(require_token)])
 @router.post("/verify", responses={
     409: {"description": "the CPUs it needs are taken by jobs now; retry later"},
     422: {"description": "the spec cannot run here, or does not train (named)"}})
-def verify(request: VerifyRequest, scheduler: SchedulerDep,
-           jobs_runner: RunnerDep) -> VerifyReport:
+def verify(request: VerifyRequest, scheduler: SchedulerDep, jobs_runner: RunnerDep,
+           settings: SettingsDep) -> VerifyReport:
     """Train ``spec`` for ``steps`` steps with 1 worker and with ``workers`` workers, and
     compare the final weights: bit for bit (``deterministic: true`` promises it), or the
     largest difference. Runs now, outside the queue, on CPUs it reserves from the queue:
     when running jobs hold them, 409 at once rather than a request that waits."""
+    if request.steps > settings.max_verify_steps:
+        raise FieldError("steps", f"{request.steps} is over the limit of "
+                         f"{settings.max_verify_steps} (SYNCSGD_MAX_VERIFY_STEPS)")
+    limit = settings.max_workers_per_job
+    if request.spec.workers > limit:  # unused here, but the spec is a job's: its limits hold
+        raise FieldError("spec.workers", f"{request.spec.workers} is over the limit of {limit} "
+                         "(SYNCSGD_MAX_WORKERS_PER_JOB)")
     try:  # validated as a job with this many workers would be
         spec = JobSpec.model_validate({**request.spec.model_dump(), "workers": request.workers})
     except ValidationError as exc:
@@ -29,7 +36,7 @@ def verify(request: VerifyRequest, scheduler: SchedulerDep,
         field = ".".join(str(part) for part in error["loc"]) or "workers"
         raise FieldError(f"spec.{field}", error["msg"]) from None
     try:
-        scheduler.check(spec)
+        scheduler.check(spec, runs_epochs=False)  # its steps are bounded on their own
     except FieldError as exc:
         raise exc.within("spec") from exc
     with scheduler.reserve(float(spec.workers * spec.cpus_per_worker),

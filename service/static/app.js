@@ -175,11 +175,27 @@ function select(jobId) {
     xaxis: { title: { text: "step" } }, legend: { orientation: "h" } },
   { responsive: true, displaylogo: false });
   refreshJobs();
-  // From the start; a reconnect sends Last-Event-ID and resumes after the last point.
-  stream = new EventSource(`/jobs/${jobId}/events`);
+  follow(jobId);
+}
+
+// An EventSource cannot send the token, so the stream opens with a short-lived ticket for
+// this job, asked for with the token. A dropped connection reconnects by itself (sending
+// Last-Event-ID, so it resumes after the last point); one refused (the ticket expired,
+// the service restarted) is opened again with a new ticket, after the last step drawn.
+async function follow(jobId) {
+  const { ok, data } = await api("POST", `/jobs/${jobId}/events/ticket`);
+  if (!ok || selected !== jobId) return;
+  const ticket = encodeURIComponent(data.ticket);
+  stream = new EventSource(`/jobs/${jobId}/events?ticket=${ticket}&since=${lastStep}`);
   stream.addEventListener("points", (event) => addPoints(JSON.parse(event.data)));
   stream.addEventListener("state", (event) => showState(JSON.parse(event.data)));
   stream.addEventListener("restart", (event) => markRestart(JSON.parse(event.data)));
+  const opened = stream;
+  opened.addEventListener("error", () => {
+    if (opened.readyState === EventSource.CLOSED && stream === opened && selected === jobId) {
+      setTimeout(() => { if (stream === opened) follow(jobId); }, 2000);
+    }
+  });
 }
 
 function addPoints(all) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Iterator
@@ -27,8 +28,10 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 server = service_fixture("dashboard", ray_num_cpus=4)
 
 
-@pytest.fixture()
-def page(server: Server) -> Iterator[Any]:
+@contextlib.contextmanager
+def open_page(url: str, token: str | None = None) -> Iterator[Any]:
+    """The dashboard at ``url`` in a fresh headless Chromium, with ``token`` in the page's
+    token field (as a user would type it)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -37,11 +40,21 @@ def page(server: Server) -> Iterator[Any]:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         requests: list[str] = []
         page.on("request", lambda request: requests.append(request.url))
-        page.goto(server.url)
+        page.goto(url)
+        if token is not None:
+            page.fill("#token", token)
+            page.dispatch_event("#token", "change")
+            page.reload()
         yield page
         # Everything the page loaded came from the service itself: nothing from a CDN.
-        assert requests and all(url.startswith(server.url) for url in requests), requests
+        assert requests and all(u.startswith(url) for u in requests), requests
         browser.close()
+
+
+@pytest.fixture()
+def page(server: Server) -> Iterator[Any]:
+    with open_page(server.url) as opened:
+        yield opened
 
 
 def test_submit_watch_and_cancel_from_the_page(server: Server, page: Any) -> None:
@@ -93,3 +106,32 @@ def test_submit_watch_and_cancel_from_the_page(server: Server, page: Any) -> Non
     wait_for(lambda: httpx.get(f"{server.url}/jobs/{other}").json()["state"] == "cancelled",
              30, "the job cancelled from the page")
     page.wait_for_selector(f"tr[data-job='{other}'] td.state.cancelled")
+
+
+guarded = service_fixture("dashboard-guarded", ray_num_cpus=2, token="page-t0ken",
+                          auth_reads="true")
+
+
+def test_with_reads_behind_the_token_the_live_charts_still_load(guarded: Server) -> None:
+    """An EventSource cannot send the token: the page opens each job's stream with a
+    ticket it asks for with the token, and the whole curve arrives."""
+    auth = {"Authorization": "Bearer page-t0ken"}
+    spec = {"name": "guarded", "epochs": 20, "workers": 1, "allreduce": "local",
+            "model": {"input_dim": 64, "layers": [{"units": 32},
+                                                  {"units": 10, "activation": "softmax"}]}}
+    job_id = httpx.post(f"{guarded.url}/jobs", json=spec, headers=auth).json()["id"]
+    assert httpx.get(f"{guarded.url}/jobs/{job_id}/events").status_code == 401
+    with open_page(guarded.url, token="page-t0ken") as page:
+        streams: list[tuple[str, int]] = []
+        page.on("response", lambda r: streams.append((r.url, r.status))
+                if "/events" in r.url else None)
+        page.click(f"tr[data-job='{job_id}']")
+        page.wait_for_function("document.querySelector('#detail-state').textContent "
+                               "=== 'succeeded'", timeout=120_000)
+        total = httpx.get(f"{guarded.url}/jobs/{job_id}", headers=auth).json()["total_steps"]
+        page.wait_for_function(f"document.querySelector('#point-count').textContent "
+                               f"=== '{total}'", timeout=30_000)
+        assert page.evaluate("document.getElementById('loss-chart').data[0].x.length") == total
+    opened = [(url, status) for url, status in streams if "/events?" in url]
+    assert opened and all("ticket=" in url and status == 200 for url, status in opened)
+    assert any(url.endswith("/events/ticket") and status == 200 for url, status in streams)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -323,6 +324,75 @@ def test_a_drill_kill_restarts_the_job_which_ends_with_every_step_once(
     params, _ = single_process_run(JobSpec.model_validate(spec))
     model = Network.load(io.BytesIO(api.get(f"/jobs/{job_id}/model").content))
     assert model.params.tobytes() == params.tobytes()  # the restart changed nothing
+
+
+def test_an_event_stream_opens_with_a_short_lived_ticket_for_its_job(
+        make_app: AppFactory) -> None:
+    """Where reads need the token, a browser's EventSource (which cannot send it) opens a
+    job's stream with a ticket asked for with the token: for that job only, for a while."""
+    api = make_app(token="s3cret", auth_reads=True)
+    good = {"Authorization": "Bearer s3cret"}
+    api.headers.update(good)
+    job_id, other_id = (run_job(api, SMALL)["id"] for _ in range(2))
+    del api.headers["Authorization"]
+    assert api.post(f"/jobs/{job_id}/events/ticket").status_code == 401  # needs the token
+    issued = api.post(f"/jobs/{job_id}/events/ticket", headers=good).json()
+    assert issued["expires_in_s"] == 60
+
+    def stream(target: str, ticket: str) -> Any:
+        return api.get(f"/jobs/{target}/events", params={"ticket": ticket})
+
+    assert api.get(f"/jobs/{job_id}/events").status_code == 401
+    opened = stream(job_id, issued["ticket"])
+    assert opened.status_code == 200 and "event: points" in opened.text
+    assert "event: state" in opened.text
+    assert stream(other_id, issued["ticket"]).status_code == 401  # another job's
+    assert stream(job_id, issued["ticket"][:-2] + "xx").status_code == 401  # forged
+    assert api.get(f"/jobs/{job_id}", params={"ticket": issued["ticket"]}).status_code == 401
+    app: Any = api.app
+    app.state.tickets.ttl_s = -1  # (as if the clock moved past its expiry)
+    assert stream(job_id, issued["ticket"]).status_code == 401
+    document = api.get("/openapi.json", headers=good).json()
+    assert document["paths"]["/jobs/{job_id}/events"]["get"]["security"] == [
+        {"bearerToken": []}, {"eventTicket": []}]
+
+
+def test_the_document_states_security_and_operations_as_configured(
+        make_app: AppFactory) -> None:
+    """No token: no security anywhere. A token: changes need it, reads only where reads
+    need it, /healthz optional. Fault injection and registration appear only when on."""
+    def document(**settings: Any) -> dict[str, Any]:
+        api = make_app(**settings)
+        headers = {"Authorization": "Bearer s3cret"} if "token" in settings else {}
+        doc: dict[str, Any] = api.get("/openapi.json", headers=headers).json()
+        return doc
+
+    def security(doc: dict[str, Any]) -> dict[tuple[str, str], Any]:
+        return {(method, path): op.get("security") for path, ops in doc["paths"].items()
+                for method, op in ops.items()}
+
+    plain = document()
+    assert "securitySchemes" not in plain["components"]
+    assert set(security(plain).values()) == {None}
+    assert "/jobs/{job_id}/faults" not in plain["paths"]
+    assert "/datasets/register" not in plain["paths"]
+    writes = security(document(token="s3cret"))
+    assert writes[("post", "/jobs")] == [{"bearerToken": []}]
+    assert writes[("get", "/jobs")] is None and writes[("get", "/healthz")] is None
+    reads = security(document(token="s3cret", auth_reads=True))
+    assert reads[("get", "/jobs")] == [{"bearerToken": []}]
+    assert reads[("get", "/healthz")] == [{}, {"bearerToken": []}]
+    drills = document(fault_injection=True, datasets_root=str(Path.cwd()))
+    assert {"/jobs/{job_id}/faults", "/datasets/register"} <= set(drills["paths"])
+    job = drills["paths"]["/jobs/{job_id}"]["get"]["responses"]
+    assert job["404"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"}
+
+
+def test_a_method_a_path_lacks_answers_405_naming_every_method_it_has(api: Any) -> None:
+    answer = api.request("PUT", "/datasets/ds_0")
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "DELETE, GET"
 
 
 def test_a_token_guards_every_operation_but_liveness(make_app: AppFactory) -> None:

@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from common.records import StepRecord
 from common.schemas import JobSpec, JobState
 from service import main
 from service.config import Settings
 from service.data_lock import DataDirInUseError
+from service.errors import JobNotFoundError
 from service.job_hooks import StoreWriter
 from service.store import SqliteJobStore
 from tests.helpers import run_job, wait_for, wait_job
@@ -138,3 +140,53 @@ def test_a_job_the_service_keeps_dying_under_is_failed_not_started_again(
     assert "stopped without a shutdown 3 times" in state["error"]
     assert "SYNCSGD_MAX_START_ATTEMPTS=3" in state["error"]
     assert state["state"] == JobState.failed.value
+
+
+def test_a_job_over_the_point_budget_keeps_every_kth_step_exactly(make_app: AppFactory
+                                                                  ) -> None:
+    """230 steps with a budget of 100 points: every 3rd step, each epoch's last, the first
+    and the final one are kept, each the very point an unbudgeted run of the same job has."""
+    spec = {**SMALL, "epochs": 10, "seed": 3}
+    budgeted, full = (job_and_curve(make_app(**settings), spec)
+                      for settings in ({"max_points_per_job": 100}, {}))
+    assert budgeted["curve_stride"] == 3 and full["curve_stride"] == 1
+    assert budgeted["step"] == full["step"] == budgeted["total_steps"] == 230
+    points = {p["step"]: p for p in budgeted["points"]}
+    every = {p["step"]: p for p in full["points"]}
+    assert sorted(every) == list(range(1, 231))
+    epoch_ends = {p["step"] for p in full["points"] if p["val_loss"] is not None}
+    assert len(epoch_ends) == 10
+    assert sorted(points) == sorted({s for s in every if s % 3 == 0} | epoch_ends | {1, 230})
+    timing = ("compute", "allreduce", "wait", "update")
+    for step, point in points.items():  # exact where kept (times are measured, not equal)
+        assert {k: v for k, v in point.items() if k not in timing} == {
+            k: v for k, v in every[step].items() if k not in timing}
+    assert budgeted["loss"] == full["loss"] and budgeted["val_loss"] == full["val_loss"]
+
+
+def job_and_curve(api: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    job = run_job(api, spec)
+    assert job["state"] == "succeeded", job["error"]
+    return {**job, "points": api.get(f"/jobs/{job['id']}/curve").json()["points"]}
+
+
+def test_deleting_a_long_curve_lets_other_requests_in(tmp_path: Path) -> None:
+    """A job with 300,000 points is deleted in batches: reads of another job complete
+    while it goes on (a single transaction would hold the store to the end)."""
+    store = SqliteJobStore(tmp_path / "db.sqlite3")
+    big, other = store.create("job_big", JobSpec()), store.create("job_other", JobSpec())
+    store.finish(big.id, JobState.succeeded)
+    store.add_points(big.id, (StepRecord(step=s, epoch=0, loss=1.0, compute=0.0,
+                                         allreduce=0.0, wait=0.0, update=0.0)
+                              for s in range(1, 300_001)))
+    reads_during: list[int] = []
+    deleting = threading.Thread(target=store.delete, args=(big.id,))
+    deleting.start()
+    while deleting.is_alive():
+        store.get(other.id)
+        reads_during.append(1)
+    deleting.join()
+    assert len(reads_during) >= 10  # 60 batches: the reads got in between them
+    assert store.curve(big.id) == [] and store.list_jobs()[0] == [store.get(other.id)]
+    with pytest.raises(JobNotFoundError):
+        store.get(big.id)
