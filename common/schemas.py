@@ -13,9 +13,16 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Any, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ActivationName = Literal["identity", "sigmoid", "tanh", "relu", "softmax"]
 LossName = Literal["mse", "cross_entropy"]
@@ -33,11 +40,25 @@ MAX_DATASET_VALUES = 200_000_000  # samples x features: 800 MB as float32
 NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
-class _Strict(BaseModel):
-    """A spec from a user: no unknown fields, and no value of another JSON type taken for
-    the declared one (``0`` is not ``false``), so the OpenAPI schema is what is accepted."""
+class StrictModel(BaseModel):
+    """A request body: no unknown fields, and no value of another JSON type taken for the
+    declared one (``0`` is not ``false``, ``"1"`` not ``1``), so that what the OpenAPI
+    schema allows is what is accepted. As in JSON Schema, ``2.0`` is an integer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_floats_are_integers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, float) and value.is_integer() and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is int or int in get_args(annotation):
+                return int(value)
+        return value
+
+
+class _Strict(StrictModel):
+    model_config = ConfigDict(frozen=True)
 
 
 class LayerSpec(_Strict):
@@ -306,10 +327,9 @@ class DatasetPublic(BaseModel):
     created_at: datetime
 
 
-class DatasetRegistration(BaseModel):
+class DatasetRegistration(StrictModel):
     """A file, or a directory of Parquet files, under the service's datasets root."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
     path: str = Field(min_length=1, max_length=4096,
                       description="relative to SYNCSGD_DATASETS_ROOT; nothing outside it")
@@ -320,10 +340,9 @@ class DatasetRegistration(BaseModel):
     dtype: DTypeName = Field(default="float32", description="of the stored features")
 
 
-class VerifyRequest(BaseModel):
+class VerifyRequest(StrictModel):
     """Run ``spec`` for ``steps`` steps with 1 worker and with ``workers`` workers."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
     spec: JobSpec
     workers: int = Field(default=2, ge=2, le=256)
     steps: int = Field(default=20, ge=1, le=1000)

@@ -147,12 +147,15 @@ class DatasetCatalog:
             raise FieldError("path", f"{relative!r} is absolute; give a path relative to the "
                              "datasets root")
         base = root.resolve()
-        target = (base / relative).resolve()
-        if not target.is_relative_to(base) or any(
-                not p.resolve().is_relative_to(base) for p in _files(target)):
-            raise FieldError("path", f"{relative!r} leads outside the datasets root")
-        if not target.exists():
-            raise FieldError("path", f"{relative!r} does not exist under the datasets root")
+        try:
+            target = (base / relative).resolve()
+            if not target.is_relative_to(base) or any(
+                    not p.resolve().is_relative_to(base) for p in _files(target)):
+                raise FieldError("path", f"{relative!r} leads outside the datasets root")
+            if not target.exists():
+                raise FieldError("path", f"{relative!r} does not exist under the datasets root")
+        except OSError as exc:  # a name too long, a loop of links, no permission
+            raise FieldError("path", f"{relative[:200]!r}: {exc.strerror}") from exc
         return target
 
     # ---- ingest -----------------------------------------------------------------------------

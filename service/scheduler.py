@@ -22,6 +22,7 @@ from pathlib import Path
 
 from common.checkpoint import TrainingState, latest_checkpoint, list_checkpoints
 from common.data import check_spec_matches_data, describe_dataset
+from common.errors import FieldError
 from common.records import StepRecord
 from common.schemas import JobPublic, JobSpec, JobState, SyntheticSpec
 from service import runner
@@ -182,12 +183,14 @@ class Scheduler:
         shutil.rmtree(self.settings.checkpoint_dir(job_id), ignore_errors=True)
 
     def inject_fault(self, job_id: str, fault: runner.Fault) -> None:
-        """Arm ``fault`` in a queued or running job."""
+        """Arm ``fault`` in a queued or running job that has its rank."""
         with self._lock:
-            state = self.store.get(job_id).state
-            if state.terminal:
-                raise StateConflictError(f"job {job_id} is {state.value}; faults go to "
+            job = self.store.get(job_id)
+            if job.state.terminal:
+                raise StateConflictError(f"job {job_id} is {job.state.value}; faults go to "
                                          "queued or running jobs")
+            if fault.rank >= job.spec.workers:
+                raise FieldError("rank", f"job {job_id} has ranks 0..{job.spec.workers - 1}")
             self._faults.setdefault(job_id, runner.FaultPlan()).arm(fault)
 
     def running_ids(self) -> list[str]:

@@ -77,8 +77,9 @@ CatalogDep = Annotated[DatasetCatalog, Depends(get_catalog)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
 TicketsDep = Annotated[Tickets, Depends(get_tickets)]
 
-#: Steps and offsets are SQLite INTEGERs (64-bit): bound what clients may send.
-MAX_INDEX = 2**62
+#: Steps and offsets are SQLite INTEGERs; bounded well inside the integers a JSON number
+#: (a float64) holds exactly, so that clients and validators agree on the bound.
+MAX_INDEX = 10**15
 
 
 def get_job(job_id: str, store: StoreDep) -> JobPublic:

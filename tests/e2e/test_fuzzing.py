@@ -14,9 +14,9 @@ epochs x samples and the parameter count have service limits), and uploads must 
 their format. Those refusals name the field (tests/service/test_api.py checks the
 wording); what this test demands is that no operation refuses everything.
 
-Two operations are off in this configuration and so absent from its document: fault
-injection (it would kill the fuzzed jobs' workers) and registration by path (no
-``SYNCSGD_DATASETS_ROOT``); tests/service/test_api.py and test_data_api.py cover them.
+Every operation is on: drills (fuzzed kills and hangs of the fuzzed jobs' workers, which
+recover or fail), and registration from a datasets root holding one file, whose name
+schemathesis draws from a dictionary for half of the cases.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.helpers import Server, service_fixture
-from tests.helpers import wait_for
+from tests.e2e.helpers import Server, start_server
+from tests.helpers import four_class_csv, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: all on one job but DELETE, in the phases that follow no links.
 READS_OF_A_JOB = ("GET /jobs/{job_id}", "GET /jobs/{job_id}/curve", "GET /jobs/{job_id}/model",
                   "GET /jobs/{job_id}/events", "POST /jobs/{job_id}/predict",
-                  "POST /jobs/{job_id}/events/ticket", "POST /jobs/{job_id}/cancel")
+                  "POST /jobs/{job_id}/events/ticket", "POST /jobs/{job_id}/cancel",
+                  "POST /jobs/{job_id}/faults")
 
 #: Each /verify case trains twice on real workers: its coverage phase (hundreds of
 #: boundary cases) would take many minutes. Its spec is the job spec, whose boundaries
@@ -54,14 +56,40 @@ include-name = "POST /verify"
 phases.coverage.enabled = false
 
 """
+REGISTRABLE = "four-classes.csv"
+#: Half of the registrations name the file that is there, as schemathesis' dictionaries
+#: supply test data a schema cannot (what files the root holds). The coverage phase draws
+#: no dictionary values: its boundary strings never name a file, so every case would be
+#: refused for its path; registration gets the other phases.
+REGISTER_CONFIG = f"""[dictionaries.registrable]
+values = ["{REGISTRABLE}"]
+
+[[operations]]
+include-name = "POST /datasets/register"
+parameters = {{ "body.path" = {{ dictionary = "registrable", probability = 0.5 }} }}
+phases.coverage.enabled = false
+
+"""
 
 #: More CPUs than the queue's jobs take (Ray's CPUs are logical), so that /verify finds
 #: some free rather than answering 409 to every case; one job at a time, so that the
-#: hundreds of fuzzed jobs queued behind the fuzzing do not load the machine.
-server = service_fixture("fuzzing", ray_num_cpus=8, max_concurrent_jobs=1, token=TOKEN,
-                         auth_reads="true", datasets_quota_bytes=20_000_000,
-                         max_epoch_samples=20_000, max_parameters=50_000,
-                         max_workers_per_job=2, max_verify_steps=20)
+#: hundreds of fuzzed jobs queued behind the fuzzing do not load the machine. Drills are
+#: on (a fuzzed "hang" is over in CHUNK_TIMEOUT_S) and so is registration, from a root
+#: that holds one CSV file.
+SETTINGS: dict[str, Any] = dict(
+    ray_num_cpus=8, max_concurrent_jobs=1, token=TOKEN, auth_reads="true",
+    datasets_quota_bytes=20_000_000, max_epoch_samples=20_000, max_parameters=50_000,
+    max_workers_per_job=2, max_verify_steps=20, fault_injection="true", chunk_timeout_s=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("registrable")
+    (root / REGISTRABLE).write_bytes(four_class_csv())
+    srv = start_server(tmp_path_factory.mktemp("fuzzing") / "data", datasets_root=str(root),
+                       **SETTINGS)
+    yield srv
+    srv.stop_cleanly()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +122,7 @@ def run_schemathesis(server: Server, seed: int, phases: str, out: Path,
     """``schemathesis run`` of ``phases``; its JSON report, with its output under "output".
     With ``job_id``, the operations of READS_OF_A_JOB are given that job."""
     config = out / "schemathesis.toml"
-    config.write_text(VERIFY_CONFIG + "".join(
+    config.write_text(VERIFY_CONFIG + REGISTER_CONFIG + "".join(
         f'[[operations]]\ninclude-name = "{name}"\nparameters = {{ job_id = "{job_id}" }}\n\n'
         for name in READS_OF_A_JOB if job_id))
     command = [SCHEMATHESIS, "--config-file", str(config), "run", f"{server.url}/openapi.json",
@@ -140,7 +168,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
     (tmp_path / "cases").mkdir()
     cases = run_schemathesis(server, seed, phases, tmp_path / "cases", job_id)
     assert_clean(cases)
-    assert cases["operations"]["tested"] == cases["operations"]["total"] >= 18
+    assert cases["operations"]["tested"] == cases["operations"]["total"] >= 20
     assert {phase for phase, outcome in cases["phases"].items()
             if outcome["status"] == "success"} == set(phases.split(","))
     assert cases["test_cases"]["generated"] >= 150
@@ -161,5 +189,5 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
         for operation, phases in report["valid_rates"].items():
             accepted[operation] += sum(rate["accepted"] + rate["conflicts"]
                                        for rate in phases.values())
-    assert len(accepted) >= 18 and all(count > 0 for count in accepted.values()), accepted
+    assert len(accepted) >= 20 and all(count > 0 for count in accepted.values()), accepted
     assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
