@@ -113,8 +113,10 @@ def test_faults_need_the_setting_and_a_live_job(drills: Server, tmp_path: Path) 
         "items"][0]["id"]
     late = httpx.post(f"{drills.url}/jobs/{done_id}/faults", json={"rank": 0, "step": 1})
     assert late.status_code == 409
-    wrong_rank = httpx.post(f"{drills.url}/jobs/{done_id}/faults", json={"rank": 5, "step": 1})
+    live_id = httpx.post(f"{drills.url}/jobs", json={**SPEC, "epochs": 3000}).json()["id"]
+    wrong_rank = httpx.post(f"{drills.url}/jobs/{live_id}/faults", json={"rank": 5, "step": 1})
     assert wrong_rank.status_code == 422 and "ranks 0..1" in wrong_rank.text
+    assert httpx.post(f"{drills.url}/jobs/{live_id}/cancel").status_code == 200
     plain = start_server(tmp_path / "data")
     try:
         job_id = httpx.post(f"{plain.url}/jobs", json={**SPEC, "epochs": 1}).json()["id"]
