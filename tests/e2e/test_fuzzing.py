@@ -92,9 +92,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop_cleanly()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def kept_job(server: Server) -> tuple[str, Any]:
-    """A succeeded job with one input feature, which the fuzzing must leave as it is."""
+    """A succeeded job with one input feature, which the case phases must leave as it is.
+    One per test: a stateful phase may delete any job it lists, this one too."""
     spec = {"name": "kept", "epochs": 2, "allreduce": "local", "loss": "mse",
             "data": {"dataset": "synthetic", "synthetic": {
                 "samples": 200, "features": 1, "outputs": 1, "task": "regression"}},
