@@ -52,7 +52,7 @@ def measure(name: str, sizes: list[int], batch: int, threads: int, repeat: int) 
 
     def step() -> None:
         net.compute_gradients(x, y)
-        opt.step(net.params, net.grads)
+        opt.step(net.params, net.grads, 0.01)
 
     gemms = step_gemms(sizes, batch)
     operands = [(rng.standard_normal(a, dtype=np.float32), rng.standard_normal(b, dtype=np.float32),

@@ -46,17 +46,17 @@ def main() -> None:
     n = BATCH // world
     x = rng.standard_normal((n, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], n)
-    optimizer = SGD(net.num_parameters, net.dtype, lr=1e-4, momentum=0.9)
+    optimizer = SGD(net.num_parameters, net.dtype, momentum=0.9)
     slices = layer_slices(net)
 
     def flat_step() -> None:
         net.compute_gradients(x, y, denominator=BATCH)
         comm.Allreduce(MPI.IN_PLACE, net.grads)
-        optimizer.step(net.params, net.grads)
+        optimizer.step(net.params, net.grads, 1e-4)
 
     def no_allreduce_step() -> None:  # the bound: what perfect overlap would reach
         net.compute_gradients(x, y, denominator=BATCH)
-        optimizer.step(net.params, net.grads)
+        optimizer.step(net.params, net.grads, 1e-4)
 
     def overlapped_step() -> None:
         out = net.forward(x)
@@ -74,7 +74,7 @@ def main() -> None:
                 delta = layer.error_of_previous(delta, net.layers[index - 1])
                 MPI.Request.Testall(requests)
         MPI.Request.Waitall(requests)
-        optimizer.step(net.params, net.grads)
+        optimizer.step(net.params, net.grads, 1e-4)
 
     with threadpool_limits(limits=1, user_api="blas"):
         results = {}

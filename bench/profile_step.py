@@ -47,12 +47,12 @@ def main() -> None:
     with threadpool_limits(limits=1, user_api="blas"):
         for _ in range(3):  # warm up: buffers sized, pages touched
             net.compute_gradients(x, y)
-            optimizer.step(net.params, net.grads)
+            optimizer.step(net.params, net.grads, 0.01)
         profiler = Profiler(interval=0.0005)
         with profiler:
             for _ in range(args.steps):
                 net.compute_gradients(x, y)
-                optimizer.step(net.params, net.grads)
+                optimizer.step(net.params, net.grads, 0.01)
     print(profiler.output_text(color=False, short_mode=True), file=sys.stderr)
     session = profiler.last_session
     assert session is not None

@@ -1,9 +1,10 @@
 """Training checkpoints: enough to continue a run exactly as if nothing had happened.
 
-A checkpoint holds the flat parameters, the optimizer's flat state arrays and
-the step. The data order needs no saved RNG state: it is a pure function of
-``(seed, epoch)`` (:func:`common.data.epoch_order`), and the epoch follows from
-the step. Files are .npz without pickle, written atomically (temporary file,
+A checkpoint holds the flat parameters, the optimizer's flat state arrays, the
+training controls' state (the plateau schedule's and early stopping's counters, early
+stopping's best parameters) and the step. The data order needs no saved RNG state: it
+is a pure function of ``(seed, epoch)`` (:func:`common.data.epoch_order`), and the epoch
+follows from the step. Files are .npz without pickle, written atomically (temporary file,
 fsync, rename, fsync of the directory), named ``step-<step>.npz``; the newest
 ``keep`` are kept.
 """
@@ -29,6 +30,7 @@ class TrainingState:
     step: int
     params: Array
     optimizer: dict[str, Array] = field(default_factory=dict)
+    controls: dict[str, Array] = field(default_factory=dict)  # "schedule.*", "early.*"
 
 
 def save_checkpoint(directory: Path, state: TrainingState, keep: int = 3) -> Path:
@@ -37,7 +39,8 @@ def save_checkpoint(directory: Path, state: TrainingState, keep: int = 3) -> Pat
     path = directory / f"step-{state.step:010d}.npz"
     partial = directory / f".{path.name}.partial"
     arrays: dict[str, Any] = {"step": np.array(state.step), "params": state.params,
-                              **{f"optimizer.{k}": v for k, v in state.optimizer.items()}}
+                              **{f"optimizer.{k}": v for k, v in state.optimizer.items()},
+                              **{f"controls.{k}": v for k, v in state.controls.items()}}
     with open(partial, "wb") as f:
         np.savez(f, allow_pickle=False, **arrays)
         f.flush()
@@ -58,9 +61,12 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 def load_checkpoint(path: Path) -> TrainingState:
     with np.load(path, allow_pickle=False) as archive:
-        optimizer = {k.removeprefix("optimizer."): archive[k] for k in archive.files
-                     if k.startswith("optimizer.")}
-        return TrainingState(int(archive["step"]), archive["params"], optimizer)
+        return TrainingState(int(archive["step"]), archive["params"],
+                             _prefixed(archive, "optimizer."), _prefixed(archive, "controls."))
+
+
+def _prefixed(archive: Any, prefix: str) -> dict[str, Array]:
+    return {k.removeprefix(prefix): archive[k] for k in archive.files if k.startswith(prefix)}
 
 
 def latest_checkpoint(directory: Path) -> tuple[TrainingState, Path] | None:

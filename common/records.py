@@ -21,7 +21,9 @@ class StepRecord:
     forward and backward; ``wait`` = how long this rank waited in the
     all-reduce for the slowest rank's compute; ``allreduce`` = the rest of the
     all-reduce call (the transfer); ``update`` = the optimizer step.
-    ``val_loss``/``val_accuracy`` are set on the last step of each epoch.
+    ``val_loss``/``val_accuracy`` are set on the last step of each epoch. ``lr`` is the
+    learning rate the step's update used; ``grad_norm`` the global L2 norm of the
+    averaged gradient, before any clipping.
     """
 
     step: int  # 1-based count of steps done
@@ -33,9 +35,20 @@ class StepRecord:
     update: float
     val_loss: float | None = None
     val_accuracy: float | None = None
+    lr: float | None = None
+    grad_norm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyStopReport:
+    """Where early stopping stands: its best epoch so far, and the epoch it stopped after
+    (None while training goes on). Epochs are 0-based."""
+
+    best_epoch: int | None
+    stopped_at_epoch: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +60,8 @@ class ChunkResult:
     step: int  # steps done after this chunk
     fingerprint: str | None  # sha256 of the parameters, when a check is due
     state: TrainingState | None = None  # rank 0's state, when a checkpoint is due
+    total_steps: int = 0  # the job's steps: fewer than planned once early stopping stops it
+    early_stopping: EarlyStopReport | None = None  # when the job stops early
 
 
 def curve_stride(total_steps: int, max_points: int) -> int:

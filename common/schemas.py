@@ -13,14 +13,12 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 
@@ -47,14 +45,19 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    @field_validator("*", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _integral_floats_are_integers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, float) and value.is_integer() and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            if annotation is int or int in get_args(annotation):
-                return int(value)
-        return value
+    def _integral_floats_are_integers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {key: int(value) if (isinstance(value, float) and value.is_integer()
+                                    and key in cls.model_fields
+                                    and _takes_int(cls.model_fields[key].annotation)) else value
+                for key, value in data.items()}
+
+
+def _takes_int(annotation: Any) -> bool:
+    return annotation is int or int in get_args(annotation)
 
 
 class _Strict(StrictModel):
@@ -66,6 +69,8 @@ class LayerSpec(_Strict):
 
     units: int = Field(ge=1, le=MAX_UNITS)
     activation: ActivationName = "relu"
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="hidden layers: the fraction "
+                           "of this layer's outputs zeroed while training (inverted dropout)")
 
 
 def _default_layers() -> list[LayerSpec]:
@@ -86,6 +91,9 @@ class ModelSpec(_Strict):
                 raise ValueError(
                     f"layers[{index}].activation: softmax is allowed only on the last layer "
                     f"(it is fused with cross_entropy); use relu, tanh, sigmoid or identity")
+        if self.layers[-1].dropout:
+            raise ValueError(f"layers[{len(self.layers) - 1}].dropout: dropout applies to "
+                             "hidden layers only, not to the outputs")
         return self
 
     @property
@@ -100,10 +108,53 @@ class ModelSpec(_Strict):
         return sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
 
 
-class OptimizerSpec(_Strict):
-    """SGD (momentum, Nesterov, L2 weight decay) or Adam, PyTorch's formulas."""
+class ConstantSchedule(_Strict):
+    """The rate stays ``optimizer.lr``."""
 
-    kind: Literal["sgd", "adam"] = "sgd"
+    kind: Literal["constant"] = "constant"
+
+
+class StepSchedule(_Strict):
+    """``lr * gamma ** (epoch // every_epochs)``."""
+
+    kind: Literal["step"]
+    every_epochs: int = Field(default=1, ge=1, le=10_000)
+    gamma: float = Field(default=0.1, gt=0, le=1)
+
+
+class ExponentialSchedule(_Strict):
+    """``lr * gamma ** epoch``."""
+
+    kind: Literal["exponential"]
+    gamma: float = Field(default=0.95, gt=0, le=1)
+
+
+class CosineSchedule(_Strict):
+    """From ``lr`` down to ``min_lr`` along half a cosine, over the job's steps after warmup."""
+
+    kind: Literal["cosine"]
+    min_lr: float = Field(default=0.0, ge=0, le=10)
+
+
+class PlateauSchedule(_Strict):
+    """Times ``factor`` (not below ``min_lr``) after ``patience`` epochs in a row whose
+    validation loss is not below the best so far."""
+
+    kind: Literal["plateau"]
+    factor: float = Field(default=0.1, gt=0, lt=1)
+    patience: int = Field(default=5, ge=1, le=10_000)
+    min_lr: float = Field(default=0.0, ge=0, le=10)
+
+
+ScheduleSpec = Annotated[ConstantSchedule | StepSchedule | ExponentialSchedule
+                         | CosineSchedule | PlateauSchedule, Field(discriminator="kind")]
+
+
+class OptimizerSpec(_Strict):
+    """SGD (momentum, Nesterov, L2 weight decay), Adam, or AdamW (decoupled weight decay),
+    PyTorch's formulas; a learning-rate schedule with warmup; clipping by the global norm."""
+
+    kind: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(default=0.1, gt=0, le=10)
     momentum: float = Field(default=0.0, ge=0, lt=1)
     nesterov: bool = False
@@ -111,14 +162,32 @@ class OptimizerSpec(_Strict):
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)
     eps: float = Field(default=1e-8, gt=0, le=1)
+    schedule: ScheduleSpec = Field(default_factory=ConstantSchedule)
+    warmup_steps: int = Field(default=0, ge=0, le=100_000_000, description="the first steps' "
+                              "rate rises linearly from 0: step k of them runs at k/warmup_steps")
+    clip_norm: float | None = Field(default=None, gt=0, le=1e6, description="scale the averaged "
+                                    "gradient down to this global L2 norm when it is larger")
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> Self:
         if self.nesterov and (self.kind != "sgd" or self.momentum == 0):
             raise ValueError("nesterov: needs kind 'sgd' and momentum > 0")
-        if self.kind == "adam" and self.momentum != 0:
-            raise ValueError("momentum: applies to kind 'sgd' only (adam uses beta1)")
+        if self.kind != "sgd" and self.momentum != 0:
+            raise ValueError(f"momentum: applies to kind 'sgd' only ({self.kind} uses beta1)")
+        min_lr = getattr(self.schedule, "min_lr", 0.0)
+        if min_lr > self.lr:
+            raise ValueError(f"schedule.min_lr: {min_lr} is above optimizer.lr ({self.lr})")
         return self
+
+
+class EarlyStoppingSpec(_Strict):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs in a row; with ``restore_best``, the job ends with the best epoch's weights."""
+
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: int = Field(default=5, ge=1, le=10_000)
+    min_delta: float = Field(default=0.0, ge=0, le=1e6)
+    restore_best: bool = True
 
 
 class SyntheticSpec(_Strict):
@@ -199,19 +268,34 @@ class JobSpec(_Strict):
                                 description="bit-identical weights for any workers <= micro_shards")
     micro_shards: int = Field(default=4, ge=1, le=4096,
                               description="deterministic mode: fixed pieces of each global batch")
+    accumulation_steps: int = Field(default=1, ge=1, le=4096, description="each rank computes "
+                                    "its part of a global batch in this many micro-batches, "
+                                    "summed before the one all-reduce (less memory per rank)")
+    early_stopping: EarlyStoppingSpec | None = Field(
+        default=None, description="stop when validation stops improving (needs a split)")
 
     def worker_memory_bytes(self) -> int:
         """What one rank's arrays take, at most: parameters, gradients and optimizer state,
         and the per-batch buffers (each layer's pre-activation, output, error and scratch,
         the gathered input rows twice) for the most rows a rank computes at once."""
         itemsize = 4 if self.dtype == "float32" else 8
-        rows = -(-self.batch_size // self.workers)
-        if self.deterministic:  # whole micro-shards: a rank may own several
-            per_shard = -(-self.batch_size // self.micro_shards)
-            rows = -(-self.micro_shards // self.workers) * per_shard
+        rows = self.micro_batch_rows()
         units = sum(layer.units for layer in self.model.layers)
-        batch = rows * (4 * units + 2 * self.model.input_dim)
-        return (batch + 5 * self.model.num_parameters) * itemsize
+        # dropout: the kept mask, the dropped output, and float64 uniforms (the bool aside)
+        dropped = sum(layer.units for layer in self.model.layers if layer.dropout)
+        batch = rows * (4 * units + 2 * self.model.input_dim + 2 * dropped)
+        best = self.model.num_parameters if self.early_stopping else 0
+        return (batch + (6 if self.accumulation_steps > 1 else 5) * self.model.num_parameters
+                + best) * itemsize + rows * dropped * 9
+
+    def micro_batch_rows(self) -> int:
+        """The most rows a rank computes at once: its part of a global batch, cut into
+        ``accumulation_steps`` micro-batches (of whole micro-shards in deterministic mode)."""
+        if self.deterministic:
+            owned = _ceil_div(self.micro_shards, self.workers)
+            return (_ceil_div(owned, self.accumulation_steps)
+                    * _ceil_div(self.batch_size, self.micro_shards))
+        return _ceil_div(_ceil_div(self.batch_size, self.workers), self.accumulation_steps)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
@@ -225,10 +309,34 @@ class JobSpec(_Strict):
         if self.deterministic and self.workers > self.micro_shards:
             raise ValueError(f"micro_shards: deterministic mode needs at least one per worker "
                              f"({self.micro_shards} < {self.workers} workers)")
+        if self.accumulation_steps > self.batch_size:
+            raise ValueError(f"accumulation_steps: {self.accumulation_steps} micro-batches of a "
+                             f"global batch of {self.batch_size} (batch_size); at most that many")
+        if self.optimizer.warmup_steps and self.max_steps and (
+                self.optimizer.warmup_steps >= self.max_steps):
+            raise ValueError(f"optimizer.warmup_steps: {self.optimizer.warmup_steps} is not "
+                             f"shorter than the job (max_steps {self.max_steps})")
+        self._check_validation_users()
         if self.allreduce == "local" and self.workers != 1:
             raise ValueError(f"allreduce: 'local' runs in one process; workers is {self.workers}, "
                              "use 'mpi' or 'ray' for more")
         return self
+
+    def _check_validation_users(self) -> None:
+        needs = [name for name, on in (
+            ("early_stopping", self.early_stopping is not None),
+            ("optimizer.schedule", self.optimizer.schedule.kind == "plateau")) if on]
+        if needs and self.data.validation_fraction == 0:
+            raise ValueError(f"{needs[0]}: needs a validation split "
+                             "(data.validation_fraction is 0)")
+        if (self.early_stopping is not None and self.early_stopping.monitor == "val_accuracy"
+                and self.loss != "cross_entropy"):
+            raise ValueError("early_stopping.monitor: val_accuracy needs a classifier "
+                             "(loss cross_entropy); use val_loss")
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 # ---- what the service reports ------------------------------------------------------------
@@ -291,6 +399,8 @@ class JobPublic(BaseModel):
     error: str | None = None
     restarts: int = 0
     restart_log: list[RestartInfo] = Field(default_factory=list)
+    stopped_early_at_epoch: int | None = None  # early stopping ended it after this epoch
+    best_epoch: int | None = None  # early stopping's best epoch (its weights are the model's)
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

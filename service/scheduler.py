@@ -268,6 +268,9 @@ class Scheduler:
             if job_id in self._lost:
                 raise runner.JobCancelledError(self._lost[job_id])
             runner.save_model(spec, result, self.settings.model_path(job_id))
+            if (early := result.early_stopping) is not None:
+                self._writer.put(lambda: self.store.set_early_stopping(
+                    job_id, early.stopped_at_epoch, early.best_epoch), job_id)
             self._end(job_id, JobState.succeeded)
             log.info("succeeded after %d steps, %d restart(s)", result.steps, result.restarts,
                      extra={"event": "succeeded", "job": job_id})

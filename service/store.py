@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     restart_log TEXT NOT NULL DEFAULT '[]',
     created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
     crashes INTEGER NOT NULL DEFAULT 0,  -- service processes that died while it ran
-    curve_stride INTEGER NOT NULL DEFAULT 1
+    curve_stride INTEGER NOT NULL DEFAULT 1,
+    stopped_early_at_epoch INTEGER, best_epoch INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS points (
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS points (
     loss REAL NOT NULL,
     compute REAL NOT NULL, allreduce REAL NOT NULL, wait REAL NOT NULL, "update" REAL NOT NULL,
     val_loss REAL, val_accuracy REAL,
+    lr REAL, grad_norm REAL,
     PRIMARY KEY (job_id, step)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS datasets (
@@ -72,7 +74,12 @@ OLD_DATASETS = "datasets_v1"
 #: Points deleted per transaction.
 DELETE_BATCH = 5_000
 POINT_FIELDS = ("step", "epoch", "loss", "compute", "allreduce", "wait", "update", "val_loss",
-                "val_accuracy")
+                "val_accuracy", "lr", "grad_norm")
+#: Columns added since the first version: (table, column, type and default).
+ADDED_COLUMNS = (("jobs", "crashes", "INTEGER NOT NULL DEFAULT 0"),
+                 ("jobs", "curve_stride", "INTEGER NOT NULL DEFAULT 1"),
+                 ("jobs", "stopped_early_at_epoch", "INTEGER"), ("jobs", "best_epoch", "INTEGER"),
+                 ("points", "lr", "REAL"), ("points", "grad_norm", "REAL"))
 TIMING_FIELDS = ("compute", "allreduce", "wait", "update")
 
 
@@ -98,12 +105,10 @@ class SqliteJobStore:
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(datasets)")}
         if columns and "record" not in columns:
             self._db.execute(f"ALTER TABLE datasets RENAME TO {OLD_DATASETS}")
-        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        for column in ("crashes", "curve_stride"):
+        for table, column, declaration in ADDED_COLUMNS:
+            columns = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
             if columns and column not in columns:
-                default = 1 if column == "curve_stride" else 0
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} INTEGER NOT NULL "
-                                 f"DEFAULT {default}")
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         with self._lock:
@@ -187,6 +192,12 @@ class SqliteJobStore:
         """Put an interrupted job back in the queue, in its old place (it resumes)."""
         with self._transaction() as db:
             db.execute("UPDATE jobs SET state = ? WHERE id = ?", (JobState.queued.value, job_id))
+
+    def set_early_stopping(self, job_id: str, stopped_at_epoch: int | None,
+                           best_epoch: int | None) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET stopped_early_at_epoch = ?, best_epoch = ? WHERE id = ?",
+                       (stopped_at_epoch, best_epoch, job_id))
 
     def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
         assert state.terminal
@@ -297,4 +308,5 @@ def _job(row: sqlite3.Row) -> JobPublic:
         error=row["error"], restarts=row["restarts"],
         restart_log=[RestartInfo(**r) for r in json.loads(row["restart_log"])],
         created_at=row["created_at"], curve_stride=row["curve_stride"],
+        stopped_early_at_epoch=row["stopped_early_at_epoch"], best_epoch=row["best_epoch"],
         started_at=row["started_at"], finished_at=row["finished_at"])

@@ -124,9 +124,11 @@ class RankWorker:
         if fingerprint is None and first // every != trainer.step // every:
             fingerprint = trainer.fingerprint()
         if self.rank != 0:
-            return ChunkResult(self.rank, [], trainer.step, fingerprint)
+            return ChunkResult(self.rank, [], trainer.step, fingerprint,
+                               total_steps=trainer.total_steps)
         return ChunkResult(0, records, trainer.step, fingerprint,
-                           trainer.state() if checkpoint else None)
+                           trainer.state() if checkpoint else None, trainer.total_steps,
+                           trainer.early_report())
 
     def final_params(self) -> Array:
         return self._trainer().net.params

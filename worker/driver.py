@@ -27,7 +27,7 @@ import numpy.typing as npt
 from common.checkpoint import TrainingState
 from common.data import Dataset, check_spec_matches_data
 from common.preprocessing import Preprocessing
-from common.records import ChunkResult, StepRecord
+from common.records import ChunkResult, EarlyStopReport, StepRecord
 from common.schemas import JobSpec
 from worker.errors import GroupError, JobCancelledError, RestartsExhaustedError
 from worker.faults import Fault, FaultPlan
@@ -137,6 +137,7 @@ class TrainingResult:
     fingerprints: list[str]  # every rank's final parameter hash (all equal)
     restarts: int = 0
     preprocessing: Preprocessing = field(default_factory=Preprocessing)  # for the model file
+    early_stopping: EarlyStopReport | None = None  # the best epoch, and the stop if it stopped
 
 
 @dataclass
@@ -216,6 +217,7 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
         hooks.started(group.ranks, group.total_steps)
         sizer = ChunkSizer(spec.steps_per_chunk)
         every = spec.checkpoint_every
+        early: EarlyStopReport | None = None
         while group.step < group.total_steps:
             if hooks.cancelled():
                 raise JobCancelledError(f"cancelled at step {group.step}")
@@ -228,9 +230,11 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
                               checkpoint=group.step + steps == next_checkpoint)
             sizer.observe(len(chunk.records), time.monotonic() - began)
             hooks.records(chunk.records)
+            early = chunk.early_stopping
             if chunk.state is not None:
                 latest.state = chunk.state
                 hooks.checkpoint(chunk.state)
-        return TrainingResult(group.final_params(), group.step, group.ranks, group.fingerprints)
+        return TrainingResult(group.final_params(), group.step, group.ranks, group.fingerprints,
+                              early_stopping=early)
     finally:
         group.shutdown()

@@ -161,7 +161,7 @@ class WorkerGroup:
                                 for r, a in enumerate(self.actors)},
                                timeout_s, f"steps {self.step + 1}..{self.step + steps}")
         chunk: ChunkResult = results[0]
-        self.step = chunk.step
+        self.step, self.total_steps = chunk.step, chunk.total_steps  # early stopping: fewer
         if chunk.fingerprint is not None:
             self.fingerprints = [results[r].fingerprint for r in range(self.world_size)]
             odd = [r for r, fp in enumerate(self.fingerprints) if fp != chunk.fingerprint]

@@ -74,7 +74,7 @@ class LocalGroup:
     def run(self, steps: int, timeout_s: float, checkpoint: bool = False) -> ChunkResult:
         with self._failures(f"steps {self.step + 1}..{self.step + steps}"):
             chunk = self._worker.run(steps, checkpoint)
-        self.step = chunk.step
+        self.step, self.total_steps = chunk.step, chunk.total_steps  # early stopping: fewer
         if chunk.fingerprint is not None:
             self.fingerprints = [chunk.fingerprint]
         return chunk

@@ -24,6 +24,13 @@ any number of workers up to ``micro_shards``.
    float-to-int64 cast (which AVX2 lacks and costs twice as much).
 4. The sum is scaled back once, ``sum * 2**-36``.
 
+Gradient accumulation (``accumulation_steps`` k) is the same loop in both: a rank's rows
+of a global batch are gathered and computed in k successive micro-batches, summed on the
+rank, and all-reduced once. In the float sum a micro-batch is a k-th of the rank's rows;
+in deterministic mode it is a run of whole micro-shards (a k-th of those the rank owns),
+each still computed on its own, so accumulation changes no bit. The rank's batch buffers
+are sized for one micro-batch.
+
 The trade: every gradient entry is rounded to a multiple of 2**-36 (~1.5e-11)
 per micro-shard, and a loss or summed gradient entry reaching 2**17 (131072)
 counts as diverged (beyond it, the float64 sums would no longer be exact). The
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,7 +53,9 @@ import numpy.typing as npt
 from common.collective import AllReduce
 from common.data import Dataset, shard_bounds
 from common.nn import Network
+from common.nn.dropout import DropoutKey
 from common.nn.network import EVAL_CHUNK
+from common.schemas import JobSpec
 
 Array = npt.NDArray[Any]
 
@@ -58,12 +68,20 @@ class DivergedError(RuntimeError):
     """The loss or a gradient is NaN or inf; raised before the update is applied."""
 
 
+#: Gathers rows ``[lo, hi)`` of the step's global batch; returns ``(x, y)``, views of the
+#: rank's batch buffers (valid until the next call).
+Load = Callable[[int, int], tuple[Array, Array]]
+
+
 @dataclass(frozen=True, slots=True)
 class Reduced:
-    """One step's reduced loss (mean over the global batch) and this rank's timings."""
+    """One step's averaged gradient, reduced loss (mean over the global batch), the
+    gradient's squared L2 norm, and this rank's timings."""
 
+    gradient: Array  # (P,): the same on every rank
     loss: float
-    compute: float
+    squared_norm: float
+    compute: float  # gathering the rows, forward and backward
     allreduce: float  # the transfer: the all-reduce call less the waiting
     wait: float  # for the slowest rank's compute
 
@@ -93,20 +111,18 @@ class Reduction(Protocol):
     A reduction owns the buffer it all-reduces. ``gradient_buffer`` is where the
     network should write its gradients, ``(P,)``, when that can be a view of it
     (no copy before the all-reduce), else None (the network keeps its own).
+    ``capacity`` is the most rows the rank gathers and computes at once (one
+    micro-batch), ``eval_rows`` the rows of each validation forward pass (no more).
     """
 
     gradient_buffer: Array | None
+    capacity: int
+    eval_rows: int
 
-    def rows(self, global_batch: int) -> tuple[int, int]:
-        """This rank's rows ``[lo, hi)`` of a global batch."""
-        ...
-
-    def capacity(self, batch_size: int) -> int:
-        """The most rows this rank computes at once, for a global ``batch_size``."""
-        ...
-
-    def step(self, net: Network, x: Array, y: Array, global_batch: int, step: int) -> Reduced:
-        """Gradients of ``(x, y)`` (this rank's rows) summed over ranks into ``net.grads``."""
+    def step(self, net: Network, load: Load, global_batch: int, step: int,
+             dropout: DropoutKey | None) -> Reduced:
+        """The gradient of a global batch of ``global_batch`` rows, this rank's micro-batches
+        gathered through ``load``, summed over ranks; ``step`` (1-based) names it in errors."""
         ...
 
     def validate(self, net: Network, data: Dataset) -> tuple[float, int]:
@@ -114,48 +130,65 @@ class Reduction(Protocol):
         ...
 
 
-def make_reduction(deterministic: bool, micro_shards: int, comm: AllReduce,
-                   num_parameters: int, dtype: np.dtype[Any]) -> Reduction:
+def make_reduction(spec: JobSpec, comm: AllReduce, num_parameters: int) -> Reduction:
     """The fixed-point reduction in deterministic mode, else the float sum."""
-    if deterministic:
-        return FixedPointReduction(comm, num_parameters, micro_shards)
-    return SumReduction(comm, num_parameters, dtype)
+    if spec.deterministic:
+        return FixedPointReduction(comm, num_parameters, spec)
+    return SumReduction(comm, num_parameters, spec)
+
+
+def _pieces(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` cut into at most ``parts`` contiguous non-empty runs."""
+    runs = (shard_bounds(hi - lo, parts, i) for i in range(parts))
+    return [(lo + a, lo + b) for a, b in runs if b > a]
 
 
 class SumReduction:
     """Float sum of per-rank shard gradients: ONE all-reduce of ``buffer``, the P
     gradients followed by :func:`padding`."""
 
-    def __init__(self, comm: AllReduce, num_parameters: int, dtype: np.dtype[Any]):
-        self.comm = comm
-        self.buffer: Array = np.zeros(num_parameters + padding(comm.world_size), dtype=dtype)
-        self.gradient_buffer: Array | None = self.buffer[:num_parameters]
+    def __init__(self, comm: AllReduce, num_parameters: int, spec: JobSpec):
+        self.comm, self.accumulation = comm, spec.accumulation_steps
+        self.buffer: Array = np.zeros(num_parameters + padding(comm.world_size),
+                                      dtype=np.dtype(spec.dtype))
+        # One micro-batch: the network writes straight into the buffer; more: into its
+        # own, added up here.
+        self.gradient_buffer: Array | None = (self.buffer[:num_parameters]
+                                              if self.accumulation == 1 else None)
+        self.capacity = spec.micro_batch_rows()
+        self.eval_rows = min(EVAL_CHUNK, self.capacity)
         self._validation = np.zeros(2, dtype=np.float64)
 
-    def rows(self, global_batch: int) -> tuple[int, int]:
-        return shard_bounds(global_batch, self.comm.world_size, self.comm.rank)
-
-    def capacity(self, batch_size: int) -> int:
-        return -(-batch_size // self.comm.world_size)
-
-    def step(self, net: Network, x: Array, y: Array, global_batch: int, step: int) -> Reduced:
+    def step(self, net: Network, load: Load, global_batch: int, step: int,
+             dropout: DropoutKey | None) -> Reduced:
+        P = net.num_parameters
+        acc = self.buffer[:P]
         t0 = time.perf_counter()
-        if x.shape[0]:
-            loss = net.compute_gradients(x, y, denominator=global_batch)
-        else:  # a global batch smaller than the world: this rank adds nothing
-            net.grads[...] = 0
-            loss = 0.0
+        lo, hi = shard_bounds(global_batch, self.comm.world_size, self.comm.rank)
+        pieces = _pieces(lo, hi, self.accumulation)
+        loss = 0.0
+        for index, (a, b) in enumerate(pieces):
+            x, y = load(a, b)
+            loss += net.compute_gradients(x, y, global_batch, dropout and dropout.at(a))
+            if self.gradient_buffer is None:
+                if index == 0:
+                    np.copyto(acc, net.grads)
+                else:
+                    acc += net.grads
+        if not pieces:  # a global batch smaller than the world: this rank adds nothing
+            acc[...] = 0
         t1 = time.perf_counter()
         global_loss, slowest = _allreduce_padded(self.comm, self.buffer, loss, t1 - t0)
         t2 = time.perf_counter()
-        # One pass over the gradients: a NaN or inf anywhere makes the sum non-finite.
-        if not (math.isfinite(global_loss) and math.isfinite(float(net.grads.sum()))):
+        # One pass over the gradients: a NaN or inf anywhere makes the norm non-finite.
+        squared = float(np.dot(acc, acc))
+        if not (math.isfinite(global_loss) and math.isfinite(squared)):
             raise DivergedError(f"diverged at step {step} (loss={global_loss})")
-        return _timed(global_loss, t1 - t0, t2 - t1, slowest)
+        return _timed(acc, global_loss, squared, t1 - t0, t2 - t1, slowest)
 
     def validate(self, net: Network, data: Dataset) -> tuple[float, int]:
         lo, hi = shard_bounds(data.n_val, self.comm.world_size, self.comm.rank)
-        self._validation[:] = evaluate_rows(net, data, lo, hi)
+        self._validation[:] = evaluate_rows(net, data, lo, hi, self.eval_rows)
         self.comm.allreduce_sum(self._validation)
         return float(self._validation[0]), int(self._validation[1])
 
@@ -163,7 +196,8 @@ class SumReduction:
 class FixedPointReduction:
     """Deterministic: micro-shard gradients summed as exact fixed point (module docstring)."""
 
-    def __init__(self, comm: AllReduce, num_parameters: int, micro_shards: int):
+    def __init__(self, comm: AllReduce, num_parameters: int, spec: JobSpec):
+        micro_shards = spec.micro_shards
         if comm.world_size > micro_shards:
             raise ValueError(f"micro_shards: {micro_shards} is fewer than the "
                              f"{comm.world_size} workers")
@@ -174,40 +208,34 @@ class FixedPointReduction:
         # The fixed-point gradients (whole numbers in float64), then padding().
         self._fixed = np.zeros(num_parameters + padding(comm.world_size), dtype=np.float64)
         self._validation = np.zeros(2, dtype=np.int64)
-        self.first, self.last = shard_bounds(micro_shards, comm.world_size, comm.rank)
+        first, last = shard_bounds(micro_shards, comm.world_size, comm.rank)
+        # The rank's micro-shards in accumulation_steps runs: one micro-batch each.
+        self.runs = _pieces(first, last, spec.accumulation_steps)
+        self.first, self.last = first, last
+        self.capacity = spec.micro_batch_rows()
+        # Validation rows per forward: one micro-shard's, the same whatever the ranks.
+        self.eval_rows = min(EVAL_CHUNK, -(-spec.batch_size // micro_shards))
 
-    def rows(self, global_batch: int) -> tuple[int, int]:
-        if self.first == self.last:
-            return 0, 0
-        return (shard_bounds(global_batch, self.micro_shards, self.first)[0],
-                shard_bounds(global_batch, self.micro_shards, self.last - 1)[1])
-
-    def capacity(self, batch_size: int) -> int:
-        return (self.last - self.first) * -(-batch_size // self.micro_shards)
-
-    def step(self, net: Network, x: Array, y: Array, global_batch: int, step: int) -> Reduced:
+    def step(self, net: Network, load: Load, global_batch: int, step: int,
+             dropout: DropoutKey | None) -> Reduced:
         P, fixed = net.num_parameters, self._fixed
         acc, grads = fixed[:P], net.grads
         t0 = time.perf_counter()
         loss_fixed, empty = 0, True
-        offset = self.rows(global_batch)[0]
-        for m in range(self.first, self.last):
-            lo, hi = shard_bounds(global_batch, self.micro_shards, m)
+        for first, last in self.runs:
+            lo = shard_bounds(global_batch, self.micro_shards, first)[0]
+            hi = shard_bounds(global_batch, self.micro_shards, last - 1)[1]
             if hi == lo:
                 continue
-            # Gradients and loss come out times 2**36, exactly (the module docstring).
-            scaled_loss = net.compute_gradients(x[lo - offset:hi - offset],
-                                                y[lo - offset:hi - offset],
-                                                denominator=global_batch / SCALE)
-            if not math.isfinite(scaled_loss):
-                raise DivergedError(f"diverged at step {step} (loss={scaled_loss / SCALE})")
-            np.trunc(grads, out=grads)
-            if empty:  # the first goes straight in: a pass less than zeroing, then adding
-                np.copyto(acc, grads)
-            else:
-                np.add(acc, grads, out=acc)  # exact: whole numbers below 2**53
-            empty = False
-            loss_fixed += math.trunc(scaled_loss)
+            x, y = load(lo, hi)
+            for m in range(first, last):
+                a, b = shard_bounds(global_batch, self.micro_shards, m)
+                if b == a:
+                    continue
+                loss_fixed += self._add_micro_shard(net, x[a - lo:b - lo], y[a - lo:b - lo],
+                                                    global_batch, step, empty,
+                                                    dropout and dropout.at(a))
+                empty = False
         if empty:
             acc[...] = 0
         t1 = time.perf_counter()
@@ -222,7 +250,25 @@ class FixedPointReduction:
             raise DivergedError(f"diverged at step {step} (loss={global_loss}; deterministic "
                                 f"mode holds the loss and gradients below 2**"
                                 f"{53 - SCALE_BITS}, the largest is {largest:.3g})")
-        return _timed(global_loss, t1 - t0, t2 - t1, slowest)
+        # From the exactly reduced gradient: the same bits on every rank, for any ranks.
+        squared = float(np.dot(grads, grads))
+        return _timed(grads, global_loss, squared, t1 - t0, t2 - t1, slowest)
+
+    def _add_micro_shard(self, net: Network, x: Array, y: Array, global_batch: int,
+                         step: int, first: bool, dropout: DropoutKey | None) -> int:
+        """Add one micro-shard's fixed-point gradient to the sum; return its fixed loss."""
+        acc, grads = self._fixed[:net.num_parameters], net.grads
+        # Gradients and loss come out times 2**36, exactly (the module docstring).
+        scaled_loss = net.compute_gradients(x, y, denominator=global_batch / SCALE,
+                                            dropout=dropout)
+        if not math.isfinite(scaled_loss):
+            raise DivergedError(f"diverged at step {step} (loss={scaled_loss / SCALE})")
+        np.trunc(grads, out=grads)
+        if first:  # the first goes straight in: a pass less than zeroing, then adding
+            np.copyto(acc, grads)
+        else:
+            np.add(acc, grads, out=acc)  # exact: whole numbers below 2**53
+        return math.trunc(scaled_loss)
 
     def validate(self, net: Network, data: Dataset) -> tuple[float, int]:
         """Validation in ``micro_shards`` fixed chunks, their loss sums in fixed point."""
@@ -231,7 +277,7 @@ class FixedPointReduction:
         for m in range(self.first, self.last):
             lo, hi = shard_bounds(n, self.micro_shards, m)
             if hi > lo:
-                loss_sum, right = evaluate_rows(net, data, lo, hi)
+                loss_sum, right = evaluate_rows(net, data, lo, hi, self.eval_rows)
                 loss_fixed += int(loss_sum * SCALE)
                 correct += right
         self._validation[:] = (loss_fixed, correct)
@@ -239,18 +285,20 @@ class FixedPointReduction:
         return float(self._validation[0]) / SCALE, int(self._validation[1])
 
 
-def evaluate_rows(net: Network, data: Dataset, lo: int, hi: int) -> tuple[float, int]:
-    """``(loss sum, correct)`` over validation rows ``[lo, hi)``, gathered a chunk at a time
-    (the same chunks :meth:`Network.evaluate` would cut, so the sums are the same)."""
+def evaluate_rows(net: Network, data: Dataset, lo: int, hi: int, chunk: int
+                  ) -> tuple[float, int]:
+    """``(loss sum, correct)`` over validation rows ``[lo, hi)``, ``chunk`` rows at a time
+    (no more than the rank's batch buffers hold)."""
     loss_sum, correct = 0.0, 0
-    for start in range(lo, hi, EVAL_CHUNK):
-        x, y = data.take(data.val[start:min(hi, start + EVAL_CHUNK)])
+    for start in range(lo, hi, chunk):
+        x, y = data.take(data.val[start:min(hi, start + chunk)])
         chunk_loss, chunk_correct = net.evaluate(x, y)
         loss_sum += chunk_loss
         correct += chunk_correct
     return loss_sum, correct
 
 
-def _timed(loss: float, compute: float, allreduce_call: float, slowest: float) -> Reduced:
+def _timed(gradient: Array, loss: float, squared_norm: float, compute: float,
+           allreduce_call: float, slowest: float) -> Reduced:
     wait = max(0.0, slowest - compute)
-    return Reduced(loss, compute, max(0.0, allreduce_call - wait), wait)
+    return Reduced(gradient, loss, squared_norm, compute, max(0.0, allreduce_call - wait), wait)

@@ -17,11 +17,20 @@ rank's loss and gradients are sums over its part divided by the GLOBAL batch
 size, so their all-reduced sum is exactly the full-batch mean, with no padding
 and no duplicated samples. Every rank then applies the same optimizer step to
 the same parameters, so replicas stay identical (checked by ``fingerprint``).
+
+The training controls keep that promise because each is a function of what every rank
+already holds identically: the learning rate of a step is a function of the step and
+the reduced validation losses (:mod:`common.nn.schedules`); clipping scales the reduced
+gradient by its own norm; early stopping watches the reduced validation metric
+(:mod:`common.nn.early_stopping`); a dropout mask depends on the sample's place in the
+global batch, not on the rank (:mod:`common.nn.dropout`); accumulation only cuts a
+rank's rows into micro-batches (:mod:`worker.reduction`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from typing import Any
 
@@ -32,7 +41,10 @@ from common.checkpoint import TrainingState
 from common.collective import AllReduce
 from common.data import Dataset, steps_per_epoch
 from common.nn import Network, make_optimizer
-from common.records import ChunkResult, StepRecord
+from common.nn.dropout import DropoutKey
+from common.nn.early_stopping import EarlyStopping
+from common.nn.schedules import LearningRate
+from common.records import ChunkResult, EarlyStopReport, StepRecord
 from common.schemas import JobSpec
 from worker.reduction import DivergedError, make_reduction
 
@@ -47,8 +59,7 @@ class Trainer:
     def __init__(self, spec: JobSpec, data: Dataset, comm: AllReduce):
         self.spec, self.data, self.comm = spec, data, comm
         self.rank, self.world_size = comm.rank, comm.world_size
-        self.reduction = make_reduction(spec.deterministic, spec.micro_shards, comm,
-                                        spec.model.num_parameters, np.dtype(spec.dtype))
+        self.reduction = make_reduction(spec, comm, spec.model.num_parameters)
         self.net = Network.from_spec(spec.model, seed=spec.seed, dtype=spec.dtype, loss=spec.loss,
                                      grads=self.reduction.gradient_buffer)
         self.optimizer = make_optimizer(spec.optimizer, self.net.num_parameters, self.net.dtype)
@@ -57,8 +68,14 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * spec.epochs
         if spec.max_steps:
             self.total_steps = min(self.total_steps, spec.max_steps)
+        self.rate = LearningRate(spec.optimizer, self.steps_per_epoch, self.total_steps)
+        self.early = (EarlyStopping(spec.early_stopping, self.net.num_parameters, self.net.dtype)
+                      if spec.early_stopping is not None else None)
+        self._dropout = any(layer.dropout for layer in spec.model.layers)
         self.step = 0
-        capacity = self.reduction.capacity(spec.batch_size)
+        # The rank's batch buffers: one micro-batch (its share of a global batch, cut
+        # into accumulation_steps), never more.
+        capacity = self.reduction.capacity
         self.net.reserve(capacity)
         self._x = np.empty((capacity, data.features), dtype=self.net.dtype)
         self._y = np.empty((capacity, *data.y_tail), dtype=data.y_dtype)
@@ -71,16 +88,30 @@ class Trainer:
         return self.step >= self.total_steps
 
     def run(self, steps: int) -> ChunkResult:
-        """Run ``steps`` synchronized steps (fewer at the end of training)."""
+        """Run up to ``steps`` synchronized steps (fewer at the end of training)."""
         first = self.step
-        records = [self._train_step() for _ in range(min(steps, self.total_steps - self.step))]
+        records: list[StepRecord] = []
+        while len(records) < steps and not self.done:
+            records.append(self._train_step())
         K = self.spec.fingerprint_every
         due = self.done or first // K != self.step // K
-        return ChunkResult(self.rank, records, self.step, self.fingerprint() if due else None)
+        return ChunkResult(self.rank, records, self.step, self.fingerprint() if due else None,
+                           total_steps=self.total_steps, early_stopping=self.early_report())
+
+    def early_report(self) -> EarlyStopReport | None:
+        """Early stopping's best epoch and stop, when the job has early stopping."""
+        if self.early is None:
+            return None
+        return EarlyStopReport(self.early.best_epoch if self.early.best_epoch >= 0 else None,
+                               self.early.stopped_epoch if self.early.stopped else None)
 
     def state(self) -> TrainingState:
-        """A copy of what a checkpoint needs: step, parameters, optimizer state."""
-        return TrainingState(self.step, self.net.params.copy(), self.optimizer.state_dict())
+        """A copy of what a checkpoint needs: step, parameters, optimizer and controls."""
+        controls = {f"schedule.{k}": v for k, v in self.rate.state_dict().items()}
+        if self.early is not None:
+            controls.update({f"early.{k}": v for k, v in self.early.state_dict().items()})
+        return TrainingState(self.step, self.net.params.copy(), self.optimizer.state_dict(),
+                             controls)
 
     def restore(self, state: TrainingState) -> None:
         """Continue from ``state`` exactly: the data order follows from (seed, epoch)."""
@@ -92,6 +123,12 @@ class Trainer:
         self.net.params[...] = state.params
         self.optimizer.load_state_dict(state.optimizer)
         self.step = state.step
+        if state.controls:  # checkpoints of earlier versions have none (and no controls)
+            self.rate.load_state_dict(_part(state.controls, "schedule."))
+            if self.early is not None:
+                self.early.load_state_dict(_part(state.controls, "early."))
+                if self.early.stopped:
+                    self.total_steps = self.step
 
     def fingerprint(self) -> str:
         """sha256 of this replica's parameters: equal on every rank, or they diverged."""
@@ -103,24 +140,43 @@ class Trainer:
             self._order, self._order_epoch = self.data.order(epoch), epoch
         start = batch * self.spec.batch_size
         global_batch = min(self.spec.batch_size, self.n_train - start)
-        lo, hi = self.reduction.rows(global_batch)
+        positions = self._order[start:start + global_batch]
 
-        t0 = time.perf_counter()
-        rows = self.data.train[self._order[start + lo:start + hi]]
-        x, y = self._x[:hi - lo], self._y[:hi - lo]
-        self.data.gather(rows, x, y)
-        gather = time.perf_counter() - t0
-        reduced = self.reduction.step(self.net, x, y, global_batch, self.step + 1)
+        def load(lo: int, hi: int) -> tuple[Array, Array]:
+            x, y = self._x[:hi - lo], self._y[:hi - lo]
+            self.data.gather(self.data.train[positions[lo:hi]], x, y)
+            return x, y
+
+        dropout = DropoutKey(self.spec.seed, self.step) if self._dropout else None
+        reduced = self.reduction.step(self.net, load, global_batch, self.step + 1, dropout)
         t2 = time.perf_counter()
-        self.optimizer.step(self.net.params, self.net.grads)
+        gradient, norm = reduced.gradient, math.sqrt(reduced.squared_norm)
+        clip = self.spec.optimizer.clip_norm
+        if clip is not None and norm > clip:  # the same on every rank: reduced values only
+            np.multiply(gradient, clip / norm, out=gradient)
+        lr = self.rate.at(self.step)
+        self.optimizer.step(self.net.params, gradient, lr)
         update = time.perf_counter() - t2
 
         self.step += 1
         val_loss = val_accuracy = None
         if batch == self.steps_per_epoch - 1:
             val_loss, val_accuracy = self._validate()
-        return StepRecord(self.step, epoch, reduced.loss, gather + reduced.compute,
-                          reduced.allreduce, reduced.wait, update, val_loss, val_accuracy)
+            self._end_epoch(epoch, val_loss, val_accuracy)
+        if self.done and self.early is not None:
+            self.early.restore_best(self.net.params)
+        return StepRecord(self.step, epoch, reduced.loss, reduced.compute, reduced.allreduce,
+                          reduced.wait, update, val_loss, val_accuracy, lr, norm)
+
+    def _end_epoch(self, epoch: int, val_loss: float | None, val_accuracy: float | None
+                   ) -> None:
+        """The controls that watch validation: the plateau schedule, early stopping."""
+        if val_loss is None:
+            return
+        self.rate.observe(val_loss)
+        if self.early is not None and self.early.observe(epoch, val_loss, val_accuracy,
+                                                         self.net.params):
+            self.total_steps = self.step
 
     def _validate(self) -> tuple[float | None, float | None]:
         """Exact validation loss and accuracy: each rank evaluates its part, then sum."""
@@ -129,3 +185,7 @@ class Trainer:
             return None, None
         loss_sum, correct = self.reduction.validate(self.net, self.data)
         return loss_sum / n_val, (correct / n_val if self.net.classifies else None)
+
+
+def _part(state: dict[str, Array], prefix: str) -> dict[str, Array]:
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.nn.dropout import DropoutKey
 from common.nn.network import Network
 
 Array = npt.NDArray[Any]
@@ -35,17 +36,19 @@ class GradcheckResult:
 
 
 def gradcheck(net: Network, x: Array, y: Array, *, step: float = 1e-5,
-              max_params: int | None = None, seed: int = 0) -> GradcheckResult:
+              max_params: int | None = None, seed: int = 0,
+              dropout: DropoutKey | None = None) -> GradcheckResult:
     """Compare ``net``'s gradients with central differences, in float64.
 
     ``x`` (n, input_dim), ``y`` as for :meth:`Network.loss_and_gradients`. A
     float32 network is checked through a float64 copy. ``max_params`` caps the
-    number of perturbed entries (chosen at random, seeded) for large nets.
+    number of perturbed entries (chosen at random, seeded) for large nets. With a
+    ``dropout`` key, every loss is taken with that key's masks, held fixed.
     """
     net64 = Network(net.spec, loss=net.loss.name, dtype="float64")  # type: ignore[arg-type]
     net64.params[...] = net.params
     xc, yc = net64.check_batch(x, y)
-    net64.compute_gradients(xc, yc)
+    net64.compute_gradients(xc, yc, dropout=dropout)
     analytic = net64.grads.copy()
 
     size = net64.num_parameters
@@ -58,9 +61,9 @@ def gradcheck(net: Network, x: Array, y: Array, *, step: float = 1e-5,
     for i in indices:
         saved = params[i]
         params[i] = saved + step
-        plus = _loss(net64, xc, yc)
+        plus = _loss(net64, xc, yc, dropout)
         params[i] = saved - step
-        minus = _loss(net64, xc, yc)
+        minus = _loss(net64, xc, yc, dropout)
         params[i] = saved
         numeric[i] = (plus - minus) / (2 * step)
 
@@ -81,6 +84,6 @@ def gradcheck(net: Network, x: Array, y: Array, *, step: float = 1e-5,
     return GradcheckResult(max(e for _, e in per_tensor), max_abs, len(indices), per_tensor)
 
 
-def _loss(net: Network, x: Array, y: Array) -> float:
-    loss_sum, _ = net.evaluate(x, y)
-    return loss_sum / int(x.shape[0])
+def _loss(net: Network, x: Array, y: Array, dropout: DropoutKey | None) -> float:
+    net.forward(x, dropout)
+    return net.compute_loss(y, x.shape[0]) / int(x.shape[0])

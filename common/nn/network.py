@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.nn.activations import make_activation
+from common.nn.dropout import DropoutKey
 from common.nn.layers import Dense
 from common.nn.losses import Loss, make_loss
 from common.preprocessing import ClassName, Preprocessing
@@ -83,7 +84,7 @@ class Network:
             self.layers.append(Dense(
                 self.params[offset:w_end].reshape(fan_in, fan_out), self.params[w_end:b_end],
                 self.grads[offset:w_end].reshape(fan_in, fan_out), self.grads[w_end:b_end],
-                make_activation(layer_spec.activation)))
+                make_activation(layer_spec.activation), layer_spec.dropout))
             offset = b_end
         rng = np.random.default_rng(seed)
         for layer in self.layers:
@@ -141,12 +142,13 @@ class Network:
 
     # ---- the training step ------------------------------------------------------------
 
-    def forward(self, x: Array) -> Array:
-        """``x``: (n, input_dim) -> output activations (n, output_dim), a buffer view."""
+    def forward(self, x: Array, dropout: DropoutKey | None = None) -> Array:
+        """``x``: (n, input_dim) -> output activations (n, output_dim), a buffer view.
+        With a ``dropout`` key (training), hidden layers with a rate drop units."""
         self.reserve(x.shape[0])
         a = x
-        for layer in self.layers:
-            a = layer.forward(a)
+        for index, layer in enumerate(self.layers):
+            a = layer.forward(a, dropout, index)
         return a
 
     def backward(self, output_error: Array) -> None:
@@ -158,17 +160,18 @@ class Network:
             if index > 0:
                 delta = layer.error_of_previous(delta, self.layers[index - 1])
 
-    def compute_gradients(self, x: Array, y: Array, denominator: float | None = None
-                          ) -> float:
+    def compute_gradients(self, x: Array, y: Array, denominator: float | None = None,
+                          dropout: DropoutKey | None = None) -> float:
         """Forward, loss, backward: fill ``grads``, return the loss. No input checks.
 
         ``x``: (n, input_dim) in the network's dtype, C-contiguous. ``y``: (n,)
         class indices or (n, outputs). The loss and gradients are of
-        ``sum over these n samples / denominator`` (default n: the batch mean).
+        ``sum over these n samples / denominator`` (default n: the batch mean), with the
+        dropout masks of ``dropout`` (None: no dropout).
         """
         n = x.shape[0]
         denominator = denominator or n
-        self.forward(x)
+        self.forward(x, dropout)
         loss = self.compute_loss(y, n) / denominator
         last = self.layers[-1]
         self.loss.output_error(last.z[:n], last.a[:n], y, last.activation, denominator,
@@ -185,10 +188,12 @@ class Network:
 
     # ---- the public, checked API --------------------------------------------------------
 
-    def loss_and_gradients(self, x: Array, y: Array) -> tuple[float, list[tuple[Array, Array]]]:
-        """The batch-mean loss and ``[(dW, db), ...]`` (copies) for ``(x, y)``; no update."""
+    def loss_and_gradients(self, x: Array, y: Array, dropout: DropoutKey | None = None
+                           ) -> tuple[float, list[tuple[Array, Array]]]:
+        """The batch-mean loss and ``[(dW, db), ...]`` (copies) for ``(x, y)``, with the
+        dropout masks of ``dropout`` (default none); no update."""
         xc, yc = self.check_batch(x, y)
-        loss = self.compute_gradients(xc, yc)
+        loss = self.compute_gradients(xc, yc, dropout=dropout)
         return loss, [(dW.copy(), db.copy()) for dW, db in self.gradient_views()]
 
     def predict(self, x: Array) -> Array:

@@ -16,6 +16,12 @@ Adam, step t starting at 1::
     g = grad + wd * p
     m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
     p = p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+AdamW decouples the weight decay from the gradient (``torch.optim.AdamW``)::
+
+    p = p * (1 - lr * wd)          first, then Adam's update with g = grad
+
+``lr`` is the step's rate, given to every ``step`` (a schedule changes it).
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ class Optimizer(ABC):
     """``step(params, grads)`` updates ``params`` in place; state as flat arrays."""
 
     @abstractmethod
-    def step(self, params: Array, grads: Array) -> None:
-        """Step 5: update ``params`` (P,) in place from the averaged ``grads`` (P,)."""
+    def step(self, params: Array, grads: Array, lr: float) -> None:
+        """Step 5: update ``params`` (P,) in place from the averaged ``grads`` (P,) at the
+        learning rate ``lr``."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Array]:
@@ -58,15 +65,15 @@ def _regularized(params: Array, grads: Array, weight_decay: float, scratch: Arra
 
 
 class SGD(Optimizer):
-    def __init__(self, size: int, dtype: np.dtype[Any], *, lr: float, momentum: float = 0.0,
+    def __init__(self, size: int, dtype: np.dtype[Any], *, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0):
-        self.lr, self.momentum, self.nesterov = float(lr), float(momentum), nesterov
+        self.momentum, self.nesterov = float(momentum), nesterov
         self.weight_decay = float(weight_decay)
         self.velocity: Array = np.zeros(size if momentum else 0, dtype=dtype)
         self._scratch: Array = np.empty(size, dtype=dtype)
         self._direction: Array = np.empty(size if nesterov else 0, dtype=dtype)
 
-    def step(self, params: Array, grads: Array) -> None:
+    def step(self, params: Array, grads: Array, lr: float) -> None:
         g = _regularized(params, grads, self.weight_decay, self._scratch)
         direction = g
         if self.momentum:
@@ -77,7 +84,7 @@ class SGD(Optimizer):
                 np.multiply(self.velocity, self.momentum, out=self._direction)
                 self._direction += g
                 direction = self._direction
-        np.multiply(direction, self.lr, out=self._scratch)
+        np.multiply(direction, lr, out=self._scratch)
         params -= self._scratch
 
     def state_dict(self) -> dict[str, Array]:
@@ -88,20 +95,29 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    def __init__(self, size: int, dtype: np.dtype[Any], *, lr: float, beta1: float = 0.9,
-                 beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0):
-        self.lr, self.eps = float(lr), float(eps)
+    """Adam; ``decoupled``: AdamW (the weight decay shrinks the parameters, not the
+    gradient)."""
+
+    def __init__(self, size: int, dtype: np.dtype[Any], *, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+                 decoupled: bool = False):
+        self.eps = float(eps)
         self.beta1, self.beta2 = float(beta1), float(beta2)
-        self.weight_decay = float(weight_decay)
+        self.weight_decay, self.decoupled = float(weight_decay), decoupled
         self.t = 0
         self.m: Array = np.zeros(size, dtype=dtype)
         self.v: Array = np.zeros(size, dtype=dtype)
         self._scratch: Array = np.empty(size, dtype=dtype)
-        self._g: Array = np.empty(size if weight_decay else 0, dtype=dtype)
+        self._g: Array = np.empty(size if weight_decay and not decoupled else 0, dtype=dtype)
 
-    def step(self, params: Array, grads: Array) -> None:
+    def step(self, params: Array, grads: Array, lr: float) -> None:
         self.t += 1
-        g = _regularized(params, grads, self.weight_decay, self._g)
+        if self.decoupled:
+            if self.weight_decay:
+                params *= 1.0 - lr * self.weight_decay
+            g = grads
+        else:
+            g = _regularized(params, grads, self.weight_decay, self._g)
         s = self._scratch
         self.m *= self.beta1
         np.multiply(g, 1.0 - self.beta1, out=s)
@@ -116,7 +132,7 @@ class Adam(Optimizer):
         s *= 1.0 / math.sqrt(bias2)
         s += self.eps
         np.divide(self.m, s, out=s)
-        s *= self.lr / bias1
+        s *= lr / bias1
         params -= s
 
     def state_dict(self) -> dict[str, Array]:
@@ -131,7 +147,7 @@ class Adam(Optimizer):
 def make_optimizer(spec: OptimizerSpec, size: int, dtype: np.dtype[Any]) -> Optimizer:
     """The optimizer a spec names, for ``size`` parameters of ``dtype``."""
     if spec.kind == "sgd":
-        return SGD(size, dtype, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov,
+        return SGD(size, dtype, momentum=spec.momentum, nesterov=spec.nesterov,
                    weight_decay=spec.weight_decay)
-    return Adam(size, dtype, lr=spec.lr, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps,
-                weight_decay=spec.weight_decay)
+    return Adam(size, dtype, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps,
+                weight_decay=spec.weight_decay, decoupled=spec.kind == "adamw")

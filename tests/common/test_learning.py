@@ -34,10 +34,10 @@ def test_xor_with_sigmoid_and_mse() -> None:
     net = Network.from_spec({"input_dim": 2, "layers": [{"units": 4, "activation": "sigmoid"},
                                                         {"units": 1, "activation": "sigmoid"}]},
                             loss="mse", dtype="float64", seed=0)
-    sgd = SGD(net.num_parameters, net.dtype, lr=2.0, momentum=0.9)
+    sgd = SGD(net.num_parameters, net.dtype, momentum=0.9)
     for _ in range(2000):
         net.compute_gradients(x, y)
-        sgd.step(net.params, net.grads)
+        sgd.step(net.params, net.grads, 2.0)
     out = net.predict(x)
     assert ((out > 0.5) == (y > 0.5)).all()
     assert np.abs(out - y).max() < 0.1

@@ -12,10 +12,10 @@ P0 = [1.0, -2.0, 0.5]
 GRADS = [[0.1, -0.2, 0.3], [0.05, 0.4, -0.1], [-0.3, 0.1, 0.2]]  # steps 1..3
 
 
-def run(optimizer: SGD | Adam) -> np.ndarray:
+def run(optimizer: SGD | Adam, lr: float) -> np.ndarray:
     params = np.array(P0)
     for g in GRADS:
-        optimizer.step(params, np.array(g))
+        optimizer.step(params, np.array(g), lr)
     return params
 
 
@@ -36,13 +36,13 @@ def hand_sgd(lr: float, mu: float = 0.0, nesterov: bool = False, wd: float = 0.0
                          [(0.0, False, 0.0), (0.9, False, 0.0), (0.9, True, 0.0),
                           (0.0, False, 0.01), (0.5, True, 0.1)])
 def test_sgd_matches_hand_computation(mu: float, nesterov: bool, wd: float) -> None:
-    sgd = SGD(3, np.dtype("float64"), lr=0.1, momentum=mu, nesterov=nesterov, weight_decay=wd)
-    np.testing.assert_allclose(run(sgd), hand_sgd(0.1, mu, nesterov, wd), rtol=1e-15)
+    sgd = SGD(3, np.dtype("float64"), momentum=mu, nesterov=nesterov, weight_decay=wd)
+    np.testing.assert_allclose(run(sgd, 0.1), hand_sgd(0.1, mu, nesterov, wd), rtol=1e-15)
 
 
 def test_plain_sgd_first_step_literally() -> None:
     params = np.array([1.0, 2.0])
-    SGD(2, np.dtype("float64"), lr=0.5).step(params, np.array([0.2, -0.4]))
+    SGD(2, np.dtype("float64")).step(params, np.array([0.2, -0.4]), 0.5)
     assert params.tolist() == [0.9, 2.2]
 
 
@@ -59,19 +59,48 @@ def test_adam_matches_hand_computation(wd: float) -> None:
             m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
             p = p - lr * m_hat / (math.sqrt(v_hat) + eps)
         expected.append(p)
-    adam = Adam(3, np.dtype("float64"), lr=lr, beta1=b1, beta2=b2, eps=eps, weight_decay=wd)
-    np.testing.assert_allclose(run(adam), expected, rtol=1e-12)
+    adam = Adam(3, np.dtype("float64"), beta1=b1, beta2=b2, eps=eps, weight_decay=wd)
+    np.testing.assert_allclose(run(adam, lr), expected, rtol=1e-12)
+
+
+def test_adamw_three_steps_match_hand_computation() -> None:
+    """torch.optim.AdamW: the decay shrinks the parameter first (by lr * wd), and the
+    moments see the raw gradient; every rate differs, as a schedule would make it."""
+    rates, b1, b2, eps, wd = [0.01, 0.02, 0.005], 0.9, 0.99, 1e-6, 0.1
+    expected = []
+    for i, p in enumerate(P0):
+        m = v = 0.0
+        for t, (g_step, lr) in enumerate(zip(GRADS, rates, strict=True), start=1):
+            p = p * (1 - lr * wd)
+            g = g_step[i]
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            p = p - (lr / (1 - b1**t)) * m / (math.sqrt(v) / math.sqrt(1 - b2**t) + eps)
+        expected.append(p)
+    adamw = make_optimizer(OptimizerSpec(kind="adamw", beta1=b1, beta2=b2, eps=eps,
+                                         weight_decay=wd), 3, np.dtype("float64"))
+    params = np.array(P0)
+    for g, lr in zip(GRADS, rates, strict=True):
+        adamw.step(params, np.array(g), lr)
+    np.testing.assert_allclose(params, expected, rtol=1e-13)
+    # not Adam with L2: the same numbers through Adam move the parameters elsewhere
+    adam = make_optimizer(OptimizerSpec(kind="adam", beta1=b1, beta2=b2, eps=eps,
+                                        weight_decay=wd), 3, np.dtype("float64"))
+    other = np.array(P0)
+    for g, lr in zip(GRADS, rates, strict=True):
+        adam.step(other, np.array(g), lr)
+    assert np.abs(other - params).max() > 1e-4
 
 
 def test_state_round_trips_and_float32_stays_float32() -> None:
     spec = OptimizerSpec(kind="adam", lr=0.01)
     a = make_optimizer(spec, 3, np.dtype("float32"))
     params = np.array(P0, dtype=np.float32)
-    a.step(params, np.array(GRADS[0], dtype=np.float32))
+    a.step(params, np.array(GRADS[0], dtype=np.float32), 0.01)
     assert params.dtype == np.float32
     b = make_optimizer(spec, 3, np.dtype("float32"))
     b.load_state_dict(a.state_dict())
     p_a, p_b = params.copy(), params.copy()
-    a.step(p_a, np.array(GRADS[1], dtype=np.float32))
-    b.step(p_b, np.array(GRADS[1], dtype=np.float32))
+    a.step(p_a, np.array(GRADS[1], dtype=np.float32), 0.01)
+    b.step(p_b, np.array(GRADS[1], dtype=np.float32), 0.01)
     assert p_a.tobytes() == p_b.tobytes()

@@ -31,7 +31,7 @@ def test_trainer_equals_a_plain_loop() -> None:
         for start in range(0, len(order), SPEC.batch_size):
             rows = order[start:start + SPEC.batch_size]
             loss, _ = net.loss_and_gradients(data.x_train[rows], data.y_train[rows])
-            opt.step(net.params, net.grads)
+            opt.step(net.params, net.grads, SPEC.optimizer.lr)
             losses.append(loss)
     assert [r.loss for r in records] == pytest.approx(losses, rel=1e-12)
     np.testing.assert_allclose(trainer.net.params, net.params, rtol=1e-12)
