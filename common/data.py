@@ -237,6 +237,23 @@ def check_spec_matches_data(job: JobSpec, data: Dataset | DatasetInfo) -> None:
     if data.n_train == 0:
         raise DataMismatchError("data.validation_fraction",
                                 f"leaves no training samples in {data.name!r}")
+    _check_controls_match_data(job, data)
+
+
+def _check_controls_match_data(job: JobSpec, data: DatasetInfo) -> None:
+    """The training controls that depend on the number of steps or on a validation split."""
+    total = steps_per_epoch(data.n_train, job.batch_size) * job.epochs
+    total = min(total, job.max_steps) if job.max_steps else total
+    warmup = job.optimizer.warmup_steps
+    if warmup >= total:
+        raise DataMismatchError("optimizer.warmup_steps", f"is {warmup}, not shorter than the "
+                                f"job's {total} steps on {data.name!r}")
+    watchers = [name for name, on in (
+        ("early_stopping", job.early_stopping is not None),
+        ("optimizer.schedule", job.optimizer.schedule.kind == "plateau")) if on]
+    if watchers and data.n_val == 0:
+        raise DataMismatchError(watchers[0], f"needs validation samples; "
+                                f"data.validation_fraction leaves none in {data.name!r}")
 
 
 def split_train_validation(n: int, fraction: float, seed: int,

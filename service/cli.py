@@ -24,6 +24,7 @@ from rich.table import Table
 from common.nn import Network, gradcheck
 from common.schemas import JobSpec, ModelSpec
 from service import logs
+from service.cli_spec import apply_overrides, parse_pairs
 from service.client import ApiError, Client
 from service.local import local_service
 
@@ -100,20 +101,36 @@ def serve(host: Annotated[str | None, typer.Option(help="default: SYNCSGD_HOST")
 
 @app.command()
 def submit(ctx: typer.Context,
-           spec_file: Annotated[Path, typer.Argument(help="a job spec (JSON)")],
+           spec_file: Annotated[Path | None, typer.Argument(
+               help="a job spec (JSON); default: the defaults (GET /jobs/defaults)")] = None,
            name: str | None = None, workers: int | None = None, epochs: int | None = None,
            batch_size: int | None = None, allreduce: str | None = None,
-           lr: float | None = None, seed: int | None = None,
+           seed: int | None = None,
+           optimizer: Annotated[str | None, typer.Option(help="sgd, adam or adamw")] = None,
+           lr: float | None = None, weight_decay: float | None = None,
+           schedule: Annotated[str | None, typer.Option(
+               help="e.g. kind=cosine,min_lr=0.001 (constant, step, exponential, cosine, "
+                    "plateau)")] = None,
+           warmup_steps: int | None = None,
+           clip_norm: Annotated[float | None, typer.Option(
+               help="clip the averaged gradient to this global L2 norm")] = None,
+           accumulation_steps: Annotated[int | None, typer.Option(
+               help="micro-batches per rank and step")] = None,
+           dropout: Annotated[float | None, typer.Option(
+               help="dropout rate of every hidden layer")] = None,
+           early_stopping: Annotated[str | None, typer.Option(
+               help="e.g. patience=3,monitor=val_accuracy ('' for the defaults)")] = None,
            follow_job: Annotated[bool, typer.Option("--follow", help="then follow it")] = False,
            ) -> None:
-    """Queue a job from a spec file; flags override its common fields."""
-    spec = _read_json(spec_file)
-    for key, value in {"name": name, "workers": workers, "epochs": epochs,
-                       "batch_size": batch_size, "allreduce": allreduce, "seed": seed}.items():
-        if value is not None:
-            spec[key] = value
-    if lr is not None:
-        spec["optimizer"] = {**spec.get("optimizer", {}), "lr": lr}
+    """Queue a job from a spec file; flags override its fields."""
+    top = {"name": name, "workers": workers, "epochs": epochs, "batch_size": batch_size,
+           "allreduce": allreduce, "seed": seed, "accumulation_steps": accumulation_steps,
+           "early_stopping": None if early_stopping is None
+           else parse_pairs(early_stopping, "--early-stopping")}
+    changes = {"kind": optimizer, "lr": lr, "weight_decay": weight_decay,
+               "warmup_steps": warmup_steps, "clip_norm": clip_norm,
+               "schedule": None if schedule is None else parse_pairs(schedule, "--schedule")}
+    spec = apply_overrides(_read_json(spec_file) if spec_file else {}, top, changes, dropout)
     client = ctx.obj.client()
     job = _api(client.submit, spec)
     console.print(f"{job['id']} {job['state']}")

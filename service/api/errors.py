@@ -1,18 +1,42 @@
 """Domain errors to HTTP answers, each in one place. Every 422 has FastAPI's own
-validation shape: ``{"detail": [{"type", "loc", "msg"}]}``, ``loc`` naming the field."""
+validation shape: ``{"detail": [{"type", "loc", "msg"}]}``, ``loc`` naming the field.
+
+A check across fields (a model validator) fails at the model's own ``loc``; its message
+begins with the field it refuses (``"early_stopping: needs a validation split"``), and
+that field is moved into ``loc``, so that a form shows the message next to it."""
 
 from __future__ import annotations
 
 import re
 
+from typing import Any
+
 from fastapi import FastAPI, Request, status
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from common.errors import FieldError
 from service.errors import NotFoundError, QuotaExceededError, StateConflictError
 from service.event_hub import TooManyStreamsError
+
+
+#: "Value error, model.layers[1].dropout: ..." -> the field path it names.
+NAMED_FIELD = re.compile(r"Value error, ([a-z_0-9]+(?:\.[a-z_0-9]+|\[\d+\])*): ")
+
+
+def locate_named_field(error: dict[str, Any]) -> dict[str, Any]:
+    """``error`` with the field its message names appended to its ``loc``."""
+    match = NAMED_FIELD.match(str(error.get("msg", "")))
+    if error.get("type") != "value_error" or match is None:
+        return error
+    path = [int(part) if part.isdigit() else part
+            for part in re.findall(r"[a-z_0-9]+", match.group(1))]
+    return {**error, "loc": [*error["loc"], *path]}
 
 
 def field_error_body(error: FieldError) -> dict[str, object]:
@@ -49,6 +73,12 @@ def install(app: FastAPI) -> None:
             # /datasets/{id} has a route per method. The document lists them all.
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        located = RequestValidationError([locate_named_field(e) for e in exc.errors()],
+                                         body=exc.body)
+        return await request_validation_exception_handler(request, located)
 
     @app.exception_handler(FieldError)
     async def refused_field(request: Request, exc: FieldError) -> JSONResponse:

@@ -82,7 +82,8 @@ async function prefillForm() {
   for (const field of $("#submit-form").querySelectorAll("[name]")) {
     const value = field.name.split(".").reduce((v, key) => (v ? v[key] : undefined), defaults);
     if (value === undefined) continue;
-    field.value = field.name === "model" ? JSON.stringify(value, null, 1) : value;
+    if (field.dataset.type === "json") field.value = JSON.stringify(value, null, 1);
+    else field.value = value === null ? "" : value;
   }
 }
 
@@ -90,10 +91,12 @@ function readForm() {
   const spec = {};
   for (const field of $("#submit-form").querySelectorAll("[name]")) {
     let value = field.value;
-    if (field.dataset.type === "number") value = value === "" ? value : Number(value);
-    if (field.name === "model") {
+    const type = field.dataset.type;
+    if (type === "number") value = value === "" ? value : Number(value);
+    if (type === "optional-number") value = value.trim() === "" ? null : Number(value);
+    if (type === "json") {
       try { value = JSON.parse(value); }
-      catch (e) { throw { field: "model", message: `not valid JSON: ${e.message}` }; }
+      catch (e) { throw { field: field.name, message: `not valid JSON: ${e.message}` }; }
     }
     const keys = field.name.split(".");
     let node = spec;
@@ -169,6 +172,15 @@ function select(jobId) {
                  title: { text: "accuracy" } },
        legend: { orientation: "h" }, shapes: [], annotations: [] },
      { responsive: true, displaylogo: false });
+  Plotly.newPlot("rate-chart", [
+    { name: "learning rate", x: [], y: [], mode: "lines" },
+    { name: "gradient norm (before clipping)", x: [], y: [], mode: "lines", yaxis: "y2",
+      line: { width: 1 } },
+  ], { title: { text: "learning rate and gradient norm" }, margin: { t: 40, r: 60 },
+       xaxis: { title: { text: "step" } }, yaxis: { title: { text: "learning rate" } },
+       yaxis2: { overlaying: "y", side: "right", type: "log", title: { text: "norm" } },
+       legend: { orientation: "h" } },
+  { responsive: true, displaylogo: false });
   Plotly.newPlot("timing-chart", TIMING.map((name) => (
     { name, x: [], y: [], stackgroup: "time", mode: "none" })),
   { title: { text: "seconds per step (rank 0)" }, margin: { t: 40 },
@@ -209,6 +221,9 @@ function addPoints(all) {
     y: [points.map((p) => p.loss), epochEnds.map((p) => p.val_loss),
         epochEnds.map((p) => p.val_accuracy)],
   }, [0, 1, 2]);
+  Plotly.extendTraces("rate-chart", {
+    x: [steps, steps], y: [points.map((p) => p.lr), points.map((p) => p.grad_norm)],
+  }, [0, 1]);
   Plotly.extendTraces("timing-chart", {
     x: TIMING.map(() => steps), y: TIMING.map((key) => points.map((p) => p[key])),
   }, TIMING.map((_, i) => i));
@@ -220,7 +235,9 @@ function showState(job) {
   const state = $("#detail-state");
   state.textContent = job.state;
   state.className = `state ${job.state}`;
-  $("#detail-progress").textContent = `step ${job.step}/${job.total_steps || "?"}`;
+  const early = job.stopped_early_at_epoch === null ? "" :
+    ` · stopped early after epoch ${job.stopped_early_at_epoch}, best epoch ${job.best_epoch}`;
+  $("#detail-progress").textContent = `step ${job.step}/${job.total_steps || "?"}${early}`;
   $("#detail-error").textContent = job.error || "";
   $("#cancel-selected").hidden = TERMINAL.has(job.state);
   if (TERMINAL.has(job.state) && stream) stream.close();  // or EventSource reconnects

@@ -134,7 +134,7 @@ BAD_FIELDS = [
      ["body", "data", "synthetic"], "samples x outputs: 300000 x 65536 is over the limit"),
     ({"data": {"dataset": "ds_0000000000000000"}}, ["body", "data", "dataset"],
      "no dataset 'ds_0000000000000000' has been uploaded"),
-    ({"workers": 2, "deterministic": True, "micro_shards": 1}, ["body"],
+    ({"workers": 2, "deterministic": True, "micro_shards": 1}, ["body", "micro_shards"],
      "deterministic mode needs at least one per worker"),
 ]
 
