@@ -8,7 +8,6 @@ that field is moved into ``loc``, so that a form shows the message next to it.""
 from __future__ import annotations
 
 import re
-
 from typing import Any
 
 from fastapi import FastAPI, Request, status
@@ -23,7 +22,6 @@ from starlette.exceptions import HTTPException
 from common.errors import FieldError
 from service.errors import NotFoundError, QuotaExceededError, StateConflictError
 from service.event_hub import TooManyStreamsError
-
 
 #: "Value error, model.layers[1].dropout: ..." -> the field path it names.
 NAMED_FIELD = re.compile(r"Value error, ([a-z_0-9]+(?:\.[a-z_0-9]+|\[\d+\])*): ")

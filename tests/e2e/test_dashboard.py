@@ -108,6 +108,64 @@ def test_submit_watch_and_cancel_from_the_page(server: Server, page: Any) -> Non
     page.wait_for_selector(f"tr[data-job='{other}'] td.state.cancelled")
 
 
+def test_the_training_controls_from_the_form_to_the_charts(server: Server, page: Any) -> None:
+    page.wait_for_function("document.querySelector(\"input[name='epochs']\").value !== ''")
+    # The form shows every control with its default, as GET /jobs/defaults has it.
+    assert '"constant"' in page.input_value("textarea[name='optimizer.schedule']")
+    assert page.input_value("textarea[name='early_stopping']") == "null"
+    assert page.input_value("input[name='optimizer.warmup_steps']") == "0"
+    assert page.input_value("input[name='optimizer.clip_norm']") == ""  # off
+    assert page.input_value("input[name='accumulation_steps']") == "1"
+    assert '"dropout": 0' in page.input_value("textarea[name='model']")
+    assert "adamw" in page.inner_text("select[name='optimizer.kind']")
+
+    # Refusals appear next to their fields: a limit, and one that depends on the data.
+    before = httpx.get(f"{server.url}/jobs").json()["total"]
+    for field, value, message in (("input[name='optimizer.clip_norm']", "0", "greater than 0"),
+                                  ("input[name='optimizer.warmup_steps']", "5000",
+                                   "not shorter than the job's")):
+        page.fill(field, value)
+        page.click("#submit-button")
+        name = field.split("'")[1]
+        error = page.locator(f"label[data-field='{name}'] .error")
+        error.wait_for(state="visible")
+        assert message in error.inner_text()
+        page.fill(field, "1" if "clip" in field else "20")
+    assert httpx.get(f"{server.url}/jobs").json()["total"] == before
+
+    page.select_option("select[name='optimizer.kind']", "adamw")
+    page.fill("input[name='optimizer.lr']", "0.01")
+    page.fill("input[name='optimizer.momentum']", "0")
+    page.fill("input[name='optimizer.weight_decay']", "0.05")
+    page.fill("textarea[name='optimizer.schedule']", '{"kind": "cosine", "min_lr": 0.001}')
+    page.fill("input[name='accumulation_steps']", "2")
+    page.fill("textarea[name='early_stopping']", '{"patience": 3}')
+    page.fill("input[name='epochs']", "5")
+    page.fill("textarea[name='model']", '{"input_dim": 64, "layers": [{"units": 64, '
+              '"dropout": 0.2}, {"units": 10, "activation": "softmax"}]}')
+    page.click("#submit-button")
+    page.wait_for_function("document.querySelector('#detail-title').textContent !== ''")
+    job_id = page.inner_text("#detail-title")
+    spec = httpx.get(f"{server.url}/jobs/{job_id}").json()["spec"]
+    assert spec["optimizer"]["kind"] == "adamw" and spec["optimizer"]["clip_norm"] == 1
+    assert spec["optimizer"]["schedule"] == {"kind": "cosine", "min_lr": 0.001}
+    assert spec["optimizer"]["warmup_steps"] == 20 and spec["accumulation_steps"] == 2
+    assert spec["early_stopping"]["patience"] == 3
+    assert spec["model"]["layers"][0]["dropout"] == 0.2
+
+    page.wait_for_function("document.querySelector('#detail-state').textContent "
+                           "=== 'succeeded'", timeout=120_000)
+    page.wait_for_function("document.querySelector('#point-count').textContent === '115'",
+                           timeout=30_000)
+    # The rate chart: warmup from 0.01/20, then the cosine down towards 0.001.
+    rates = page.evaluate("document.getElementById('rate-chart').data[0].y")
+    norms = page.evaluate("document.getElementById('rate-chart').data[1].y")
+    assert len(rates) == len(norms) == 115
+    assert rates[0] == pytest.approx(0.01 / 20) and rates[19] == pytest.approx(0.01)
+    assert rates[20:] == sorted(rates[20:], reverse=True) and rates[-1] < 0.0015
+    assert all(n > 0 for n in norms)
+
+
 guarded = service_fixture("dashboard-guarded", ray_num_cpus=2, token="page-t0ken",
                           auth_reads="true")
 

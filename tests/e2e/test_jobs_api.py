@@ -174,6 +174,39 @@ def test_the_cli_submits_follows_and_charts(server: Server, tmp_path: Path) -> N
     assert missing.returncode == 1 and "HTTP 404: Job job_nope not found" in missing.stdout
 
 
+def test_the_cli_flags_set_the_training_controls(server: Server) -> None:
+    env = {**server.env, "SYNCSGD_URL": server.url}
+
+    def submit(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SYNCSGD, "submit", *flags], env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    done = submit("--name", "controls", "--epochs", "3", "--optimizer", "adamw", "--lr", "0.01",
+                  "--weight-decay", "0.05", "--schedule", "kind=step,every_epochs=1,gamma=0.5",
+                  "--warmup-steps", "10", "--clip-norm", "2.5", "--accumulation-steps", "2",
+                  "--dropout", "0.25", "--early-stopping", "patience=2,monitor=val_accuracy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = wait_job(server.http, done.stdout.split()[0])
+    assert job["state"] == "succeeded", job["error"]
+    spec = job["spec"]
+    assert spec["optimizer"] | {"schedule": None} == {
+        **spec["optimizer"], "kind": "adamw", "lr": 0.01, "weight_decay": 0.05,
+        "warmup_steps": 10, "clip_norm": 2.5, "schedule": None}
+    assert spec["optimizer"]["schedule"] == {"kind": "step", "every_epochs": 1, "gamma": 0.5}
+    assert spec["accumulation_steps"] == 2 and spec["epochs"] == 3
+    assert [layer["dropout"] for layer in spec["model"]["layers"]] == [0.25, 0.0]
+    assert spec["early_stopping"] == {"monitor": "val_accuracy", "patience": 2,
+                                      "min_delta": 0.0, "restore_best": True}
+    rates = [p["lr"] for p in server.http.get(f"/jobs/{job['id']}/curve").json()["points"]]
+    assert rates[9] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.01 * 0.25)
+
+    refused = submit("--clip-norm", "0")
+    assert refused.returncode == 1
+    assert "optimizer.clip_norm" in refused.stdout and "greater than 0" in refused.stdout
+    malformed = submit("--schedule", "cosine")
+    assert malformed.returncode == 2 and "expected key=value" in malformed.stderr
+
+
 def test_verify_reports_bitwise_identity_over_http_and_the_cli(server: Server,
                                                                tmp_path: Path) -> None:
     spec = {**SMALL, "deterministic": True, "micro_shards": 4}

@@ -17,7 +17,6 @@ from common.data import load_dataset
 from common.nn import Network
 from common.schemas import JobSpec
 from tests.helpers import run_job
-from tests.service.conftest import AppFactory
 from tests.worker.test_controls import OVERFIT
 from worker.trainer import Trainer
 

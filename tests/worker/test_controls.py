@@ -58,10 +58,8 @@ def test_clipping_scales_the_step_to_the_clip_over_the_norm(clip: float) -> None
     norm = float(np.linalg.norm(g))
     assert record.grad_norm == pytest.approx(norm, rel=1e-12)  # before clipping
     assert record.lr == 0.5
-    if clip < norm:  # binds: lr * g * clip / ||g||
-        expected = before - 0.5 * g * clip / norm
-    else:
-        expected = before - 0.5 * g
+    scale = clip / norm if clip < norm else 1.0  # binds: lr * g * clip / ||g||
+    expected = before - 0.5 * g * scale
     np.testing.assert_allclose(one.net.params, expected, rtol=1e-13, atol=1e-16)
     assert clip > norm or np.linalg.norm(one.net.params - before) == pytest.approx(0.5 * clip)
 
