@@ -7,6 +7,7 @@ Every rank must make the same calls in the same order (they are collectives).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,6 +28,16 @@ class AllReduce(Protocol):
         """Overwrite ``buf`` on every rank with ``root``'s ``buf``, in place."""
         ...
 
+    def reduce_scatter_sum(self, send: Array, recv: Array, counts: Sequence[int]) -> None:
+        """Sum ``send`` (sum(counts),) over the ranks; this rank's part of the sum, the
+        ``counts[rank]`` elements from ``sum(counts[:rank])``, goes into ``recv``."""
+        ...
+
+    def allgather(self, buf: Array, counts: Sequence[int]) -> None:
+        """Every rank's part of ``buf`` (``counts[r]`` elements from ``sum(counts[:r])``) to
+        every rank, in place: ``buf`` (sum(counts),) ends equal everywhere."""
+        ...
+
     def close(self) -> None:
         """Leave the group; the object is unusable afterwards."""
         ...
@@ -45,8 +56,23 @@ class LocalAllReduce:
         if root != 0:
             raise ValueError(f"root: {root} is not a rank of a 1-process group")
 
+    def reduce_scatter_sum(self, send: Array, recv: Array, counts: Sequence[int]) -> None:
+        np.copyto(recv, send[:counts[0]])
+
+    def allgather(self, buf: Array, counts: Sequence[int]) -> None:
+        pass
+
     def close(self) -> None:
         pass
+
+
+def offsets(counts: Sequence[int]) -> list[int]:
+    """Where each rank's part starts: ``[0, counts[0], counts[0] + counts[1], ...]``."""
+    starts, total = [], 0
+    for count in counts:
+        starts.append(total)
+        total += count
+    return starts
 
 
 def as_reducible(buf: Array) -> Array:

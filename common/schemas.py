@@ -268,6 +268,9 @@ class JobSpec(_Strict):
                                 description="bit-identical weights for any workers <= micro_shards")
     micro_shards: int = Field(default=4, ge=1, le=4096,
                               description="deterministic mode: fixed pieces of each global batch")
+    sharded_update: bool = Field(default=False, description="each rank updates a slice of the "
+                                 "parameters and holds that slice of the optimizer state "
+                                 "(ZeRO stage 1): reduce-scatter, update, all-gather")
     accumulation_steps: int = Field(default=1, ge=1, le=4096, description="each rank computes "
                                     "its part of a global batch in this many micro-batches, "
                                     "summed before the one all-reduce (less memory per rank)")

@@ -123,11 +123,12 @@ class RankWorker:
         fingerprint = result.fingerprint
         if fingerprint is None and first // every != trainer.step // every:
             fingerprint = trainer.fingerprint()
+        # Every rank takes part in a checkpoint: a sharded optimizer state is gathered.
+        state = trainer.state() if checkpoint else None
         if self.rank != 0:
             return ChunkResult(self.rank, [], trainer.step, fingerprint,
                                total_steps=trainer.total_steps)
-        return ChunkResult(0, records, trainer.step, fingerprint,
-                           trainer.state() if checkpoint else None, trainer.total_steps,
+        return ChunkResult(0, records, trainer.step, fingerprint, state, trainer.total_steps,
                            trainer.early_report())
 
     def final_params(self) -> Array:

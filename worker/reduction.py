@@ -56,6 +56,7 @@ from common.nn import Network
 from common.nn.dropout import DropoutKey
 from common.nn.network import EVAL_CHUNK
 from common.schemas import JobSpec
+from worker.sharding import Slices, block_squares, exact_total
 
 Array = npt.NDArray[Any]
 
@@ -118,6 +119,7 @@ class Reduction(Protocol):
     gradient_buffer: Array | None
     capacity: int
     eval_rows: int
+    slices: Slices | None  # with a sharded update: which slice of the gradient each rank gets
 
     def step(self, net: Network, load: Load, global_batch: int, step: int,
              dropout: DropoutKey | None) -> Reduced:
@@ -158,6 +160,11 @@ class SumReduction:
         self.capacity = spec.micro_batch_rows()
         self.eval_rows = min(EVAL_CHUNK, self.capacity)
         self._validation = np.zeros(2, dtype=np.float64)
+        self.slices = Slices(num_parameters, comm.world_size) if spec.sharded_update else None
+        if self.slices is not None:
+            lo, hi = self.slices.bounds(comm.rank)
+            self._slice: Array = np.empty(hi - lo, dtype=np.dtype(spec.dtype))
+            self._small = np.zeros(2 + comm.world_size)  # loss, the slice's norm, timings
 
     def step(self, net: Network, load: Load, global_batch: int, step: int,
              dropout: DropoutKey | None) -> Reduced:
@@ -178,13 +185,31 @@ class SumReduction:
         if not pieces:  # a global batch smaller than the world: this rank adds nothing
             acc[...] = 0
         t1 = time.perf_counter()
-        global_loss, slowest = _allreduce_padded(self.comm, self.buffer, loss, t1 - t0)
+        if self.slices is None:
+            global_loss, slowest = _allreduce_padded(self.comm, self.buffer, loss, t1 - t0)
+            gradient = acc
+            # One pass over the gradients: a NaN or inf anywhere makes the norm non-finite.
+            squared = float(np.dot(acc, acc))
+        else:
+            gradient = self._slice
+            global_loss, squared, slowest = self._reduce_scatter(acc, loss, t1 - t0)
         t2 = time.perf_counter()
-        # One pass over the gradients: a NaN or inf anywhere makes the norm non-finite.
-        squared = float(np.dot(acc, acc))
         if not (math.isfinite(global_loss) and math.isfinite(squared)):
             raise DivergedError(f"diverged at step {step} (loss={global_loss})")
-        return _timed(acc, global_loss, squared, t1 - t0, t2 - t1, slowest)
+        return _timed(gradient, global_loss, squared, t1 - t0, t2 - t1, slowest)
+
+    def _reduce_scatter(self, acc: Array, loss: float, seconds: float
+                        ) -> tuple[float, float, float]:
+        """This rank's slice of the summed gradient; then the loss, the squared norm (NaN
+        if any slice has a NaN) and the slowest compute, summed in one small all-reduce."""
+        assert self.slices is not None
+        self.comm.reduce_scatter_sum(acc, self._slice, self.slices.counts)
+        small = self._small
+        small[:] = 0
+        small[0], small[1] = loss, float(np.dot(self._slice, self._slice))
+        small[2 + self.comm.rank] = seconds
+        self.comm.allreduce_sum(small)
+        return float(small[0]), float(small[1]), float(small[2:].max())
 
     def validate(self, net: Network, data: Dataset) -> tuple[float, int]:
         lo, hi = shard_bounds(data.n_val, self.comm.world_size, self.comm.rank)
@@ -215,6 +240,16 @@ class FixedPointReduction:
         self.capacity = spec.micro_batch_rows()
         # Validation rows per forward: one micro-shard's, the same whatever the ranks.
         self.eval_rows = min(EVAL_CHUNK, -(-spec.batch_size // micro_shards))
+        self.slices = Slices(num_parameters, comm.world_size) if spec.sharded_update else None
+        if self.slices is not None:
+            lo, hi = self.slices.bounds(comm.rank)
+            self._fixed_slice = np.empty(hi - lo)
+            self._slice: Array = np.empty(hi - lo, dtype=np.dtype(spec.dtype))
+            self._squares = np.empty(hi - lo)
+            W = comm.world_size
+            # the loss, each rank's compute seconds and largest entry, then every block's
+            # sum of squares: each slot written by one rank, zeros elsewhere (exact sums)
+            self._small = np.zeros(1 + 2 * W + self.slices.num_blocks)
 
     def step(self, net: Network, load: Load, global_batch: int, step: int,
              dropout: DropoutKey | None) -> Reduced:
@@ -239,20 +274,49 @@ class FixedPointReduction:
         if empty:
             acc[...] = 0
         t1 = time.perf_counter()
-        loss_sum, slowest = _allreduce_padded(self.comm, fixed, loss_fixed, t1 - t0)
+        if self.slices is None:
+            loss_sum, slowest = _allreduce_padded(self.comm, fixed, loss_fixed, t1 - t0)
+            np.multiply(acc, 1.0 / SCALE, out=grads, casting="same_kind")
+            gradient = grads
+            largest = max(float(grads.max()), -float(grads.min()))  # NaN stays
+            # From the exactly reduced gradient: the same bits on every rank, for any ranks.
+            squared = float(np.dot(grads, grads))
+        else:
+            gradient = self._slice
+            loss_sum, slowest, largest, squared = self._reduce_scatter(acc, loss_fixed, t1 - t0)
         t2 = time.perf_counter()
-        np.multiply(acc, 1.0 / SCALE, out=grads, casting="same_kind")
         # One check of the reduced sums catches NaN and inf (they propagate) and a
         # sum too large to have been added exactly.
         global_loss = loss_sum / SCALE
-        largest = max(float(grads.max()), -float(grads.min()), abs(global_loss))  # NaN stays
+        largest = max(largest, abs(global_loss))
         if not largest < NORM_LIMIT:
             raise DivergedError(f"diverged at step {step} (loss={global_loss}; deterministic "
                                 f"mode holds the loss and gradients below 2**"
                                 f"{53 - SCALE_BITS}, the largest is {largest:.3g})")
-        # From the exactly reduced gradient: the same bits on every rank, for any ranks.
-        squared = float(np.dot(grads, grads))
-        return _timed(grads, global_loss, squared, t1 - t0, t2 - t1, slowest)
+        return _timed(gradient, global_loss, squared, t1 - t0, t2 - t1, slowest)
+
+    def _reduce_scatter(self, acc: Array, loss_fixed: int, seconds: float
+                        ) -> tuple[float, float, float, float]:
+        """This rank's slice of the exact sum, scaled back; then one small all-reduce of the
+        loss, the timings, each rank's largest entry and each block's sum of squares.
+        Returns the loss sum (fixed point), the slowest compute, the largest entry and the
+        squared norm (the blocks' sums, exactly rounded: the same for any slicing)."""
+        assert self.slices is not None
+        W, rank = self.comm.world_size, self.comm.rank
+        self.comm.reduce_scatter_sum(acc, self._fixed_slice, self.slices.counts)
+        np.multiply(self._fixed_slice, 1.0 / SCALE, out=self._slice, casting="same_kind")
+        small = self._small
+        small[:] = 0
+        small[0], small[1 + rank] = loss_fixed, seconds
+        if self._slice.size:
+            small[1 + W + rank] = max(float(self._slice.max()), -float(self._slice.min()))
+        first, last = self.slices.blocks(rank)
+        block_squares(self._fixed_slice, small[1 + 2 * W + first:1 + 2 * W + last],
+                      self._squares)
+        self.comm.allreduce_sum(small)
+        squared = exact_total(small[1 + 2 * W:]) / SCALE**2
+        return (float(small[0]), float(small[1:1 + W].max()), float(small[1 + W:1 + 2 * W].max()),
+                squared)
 
     def _add_micro_shard(self, net: Network, x: Array, y: Array, global_batch: int,
                          step: int, first: bool, dropout: DropoutKey | None) -> int:

@@ -6,7 +6,9 @@ collectives hang; this is why ``run(k)`` is the same call on every rank):
 1. construction: ``broadcast`` of rank 0's initial parameters;
 2. every step: ONE ``allreduce_sum`` of the gradient buffer, whose padding
    also carries the shard's loss and each rank's compute time (in
-   :mod:`worker.reduction`: float, or exact fixed point when deterministic);
+   :mod:`worker.reduction`: float, or exact fixed point when deterministic); with
+   ``sharded_update`` instead a ``reduce_scatter_sum``, one small ``allreduce_sum``,
+   and after the update an ``allgather`` of the parameters (:mod:`worker.sharding`);
 3. the last step of every epoch: one small ``allreduce_sum`` of the
    validation loss sum and correct count.
 
@@ -47,6 +49,7 @@ from common.nn.schedules import LearningRate
 from common.records import ChunkResult, EarlyStopReport, StepRecord
 from common.schemas import JobSpec
 from worker.reduction import DivergedError, make_reduction
+from worker.sharding import ShardedOptimizerState
 
 __all__ = ["DivergedError", "Trainer"]
 
@@ -62,7 +65,13 @@ class Trainer:
         self.reduction = make_reduction(spec, comm, spec.model.num_parameters)
         self.net = Network.from_spec(spec.model, seed=spec.seed, dtype=spec.dtype, loss=spec.loss,
                                      grads=self.reduction.gradient_buffer)
-        self.optimizer = make_optimizer(spec.optimizer, self.net.num_parameters, self.net.dtype)
+        # The parameters this rank updates: all of them, or its slice (sharded update).
+        slices = self.reduction.slices
+        self.owned = slices.bounds(self.rank) if slices else (0, self.net.num_parameters)
+        self.optimizer = make_optimizer(spec.optimizer, self.owned[1] - self.owned[0],
+                                        self.net.dtype)
+        self._sharded_state = (ShardedOptimizerState(comm, slices, self.optimizer.per_parameter)
+                               if slices else None)
         self.n_train = data.n_train
         self.steps_per_epoch = steps_per_epoch(self.n_train, spec.batch_size)
         self.total_steps = self.steps_per_epoch * spec.epochs
@@ -106,12 +115,15 @@ class Trainer:
                                self.early.stopped_epoch if self.early.stopped else None)
 
     def state(self) -> TrainingState:
-        """A copy of what a checkpoint needs: step, parameters, optimizer and controls."""
+        """A copy of what a checkpoint needs: step, parameters, optimizer and controls.
+        With a sharded update the optimizer's slices are gathered: every rank calls this."""
+        optimizer = self.optimizer.state_dict()
+        if self._sharded_state is not None:
+            optimizer = self._sharded_state.gather(optimizer)
         controls = {f"schedule.{k}": v for k, v in self.rate.state_dict().items()}
         if self.early is not None:
             controls.update({f"early.{k}": v for k, v in self.early.state_dict().items()})
-        return TrainingState(self.step, self.net.params.copy(), self.optimizer.state_dict(),
-                             controls)
+        return TrainingState(self.step, self.net.params.copy(), optimizer, controls)
 
     def restore(self, state: TrainingState) -> None:
         """Continue from ``state`` exactly: the data order follows from (seed, epoch)."""
@@ -121,7 +133,10 @@ class Trainer:
         if not 0 <= state.step <= self.total_steps:
             raise ValueError(f"checkpoint: step {state.step} is outside 0..{self.total_steps}")
         self.net.params[...] = state.params
-        self.optimizer.load_state_dict(state.optimizer)
+        optimizer = state.optimizer  # whole arrays, whatever the world size that wrote them
+        if self._sharded_state is not None:
+            optimizer = self._sharded_state.slice(optimizer)
+        self.optimizer.load_state_dict(optimizer)
         self.step = state.step
         if state.controls:  # checkpoints of earlier versions have none (and no controls)
             self.rate.load_state_dict(_part(state.controls, "schedule."))
@@ -155,8 +170,13 @@ class Trainer:
         if clip is not None and norm > clip:  # the same on every rank: reduced values only
             np.multiply(gradient, clip / norm, out=gradient)
         lr = self.rate.at(self.step)
-        self.optimizer.step(self.net.params, gradient, lr)
+        lo, hi = self.owned
+        self.optimizer.step(self.net.params[lo:hi], gradient, lr)
         update = time.perf_counter() - t2
+        gather = 0.0
+        if self.reduction.slices is not None:  # every rank's updated slice to every rank
+            self.comm.allgather(self.net.params, self.reduction.slices.counts)
+            gather = time.perf_counter() - t2 - update
 
         self.step += 1
         val_loss = val_accuracy = None
@@ -165,8 +185,9 @@ class Trainer:
             self._end_epoch(epoch, val_loss, val_accuracy)
         if self.done and self.early is not None:
             self.early.restore_best(self.net.params)
-        return StepRecord(self.step, epoch, reduced.loss, reduced.compute, reduced.allreduce,
-                          reduced.wait, update, val_loss, val_accuracy, lr, norm)
+        return StepRecord(self.step, epoch, reduced.loss, reduced.compute,
+                          reduced.allreduce + gather, reduced.wait, update, val_loss,
+                          val_accuracy, lr, norm)
 
     def _end_epoch(self, epoch: int, val_loss: float | None, val_accuracy: float | None
                    ) -> None:

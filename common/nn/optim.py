@@ -39,7 +39,11 @@ Array = npt.NDArray[Any]
 
 
 class Optimizer(ABC):
-    """``step(params, grads)`` updates ``params`` in place; state as flat arrays."""
+    """``step(params, grads, lr)`` updates ``params`` in place; state as flat arrays.
+    ``per_parameter`` names the state arrays with one entry per parameter (a sharded
+    update slices them)."""
+
+    per_parameter: tuple[str, ...] = ()
 
     @abstractmethod
     def step(self, params: Array, grads: Array, lr: float) -> None:
@@ -68,6 +72,7 @@ class SGD(Optimizer):
     def __init__(self, size: int, dtype: np.dtype[Any], *, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0):
         self.momentum, self.nesterov = float(momentum), nesterov
+        self.per_parameter = ("velocity",) if momentum else ()
         self.weight_decay = float(weight_decay)
         self.velocity: Array = np.zeros(size if momentum else 0, dtype=dtype)
         self._scratch: Array = np.empty(size, dtype=dtype)
@@ -104,6 +109,7 @@ class Adam(Optimizer):
         self.eps = float(eps)
         self.beta1, self.beta2 = float(beta1), float(beta2)
         self.weight_decay, self.decoupled = float(weight_decay), decoupled
+        self.per_parameter = ("m", "v")
         self.t = 0
         self.m: Array = np.zeros(size, dtype=dtype)
         self.v: Array = np.zeros(size, dtype=dtype)

@@ -18,11 +18,12 @@ namespace and Merge fails.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy.typing as npt
 
-from common.collective import as_reducible
+from common.collective import as_reducible, offsets
 
 Array = npt.NDArray[Any]
 
@@ -47,6 +48,14 @@ class MpiAllReduce:
 
     def broadcast(self, buf: Array, root: int = 0) -> None:
         self.comm.Bcast(as_reducible(buf), root=root)
+
+    def reduce_scatter_sum(self, send: Array, recv: Array, counts: Sequence[int]) -> None:
+        self.comm.Reduce_scatter(as_reducible(send), as_reducible(recv),
+                                 recvcounts=list(counts), op=self._MPI.SUM)
+
+    def allgather(self, buf: Array, counts: Sequence[int]) -> None:
+        self.comm.Allgatherv(self._MPI.IN_PLACE,
+                             [as_reducible(buf), (list(counts), offsets(counts))])
 
     def close(self) -> None:
         if self.comm != self._MPI.COMM_WORLD and self.comm != self._MPI.COMM_SELF:

@@ -7,11 +7,13 @@ each job gets fresh actor processes (the worker group never reuses them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
-from common.collective import as_reducible
+from common.collective import as_reducible, offsets
 
 Array = npt.NDArray[Any]
 
@@ -33,6 +35,23 @@ class GlooAllReduce:
 
     def broadcast(self, buf: Array, root: int = 0) -> None:
         self._collective.broadcast(as_reducible(buf), src_rank=root, group_name=self.group_name)
+
+    def reduce_scatter_sum(self, send: Array, recv: Array, counts: Sequence[int]) -> None:
+        # gloo through torch.distributed has no reduce-scatter (ray.util.collective's runs
+        # one all-reduce per rank): one all-reduce, then this rank's part.
+        self.allreduce_sum(send)
+        start = offsets(counts)[self.rank]
+        np.copyto(recv, send[start:start + counts[self.rank]])
+
+    def allgather(self, buf: Array, counts: Sequence[int]) -> None:
+        # torch's all_gather takes parts of one size: each is padded to the largest.
+        width, starts = max(counts), offsets(counts)
+        parts = np.zeros((self.world_size, width), dtype=buf.dtype)
+        mine = np.zeros(width, dtype=buf.dtype)
+        mine[:counts[self.rank]] = buf[starts[self.rank]:starts[self.rank] + counts[self.rank]]
+        self._collective.allgather(list(parts), mine, group_name=self.group_name)
+        for rank, (start, count) in enumerate(zip(starts, counts, strict=True)):
+            buf[start:start + count] = parts[rank, :count]
 
     def close(self) -> None:
         self._collective.destroy_collective_group(self.group_name)
