@@ -40,7 +40,9 @@ EXPLAINED = """## What each benchmark is
 - **allreduce**: the project's all-reduce between 2 Ray actors against raw
   mpi4py under `mpiexec` and raw `torch.distributed` gloo (`bench.allreduce`).
 - **scaling**: real jobs on the embedded Ray, 1 and 2 workers, steps per
-  second after the first chunk, with rank 0's step split (`bench.scaling`).
+  second after the first chunk, with rank 0's step split (`bench.scaling`);
+  with the update replicated on every rank, and sharded (`sharded_update`:
+  reduce-scatter, each rank updates its slice, all-gather).
 - **deterministic**: the cost of `"deterministic": true` against normal mode,
   in turns in one process, and for 2 workers over MPI (`bench.deterministic`).
 - **overlapped buckets**: per-layer `Iallreduce` during backward against one
@@ -56,6 +58,12 @@ EXPLAINED = """## What each benchmark is
   dropped before the run (random reads with the full shuffle, near-sequential
   with the block shuffle); each rank's anonymous memory while 2 workers train;
   the service's peak RSS over an upload, its ingest and a job on it.
+- **startup** (`bench.startup`): on a warm service, from `POST /jobs` (digits,
+  2 workers) until its first point can be read, with the service's own split
+  of that time (the job record's `startup`).
+- **cost model** (`bench.model`): a model of the step time calibrated on this
+  machine, its error against measured 1, 2 and 3 worker runs, and what it
+  predicts for 8 to 512 workers on 10, 25 and 100 Gbit/s networks.
 """
 
 BOUNDS = """## What bounds the goals missed in this run
@@ -89,6 +97,8 @@ def render(report: dict[str, Any]) -> str:
     missed = [r for r in rows if r.get("goal") is not None and r["ratio"] < r["goal"]]
     if missed:
         parts.append(_bounds(rows))
+    parts.append(_startup(rows))
+    parts.append(_cost_model(report.get("cost_model")))
     parts.append(_profile(report.get("profile_step")))
     return "\n".join(part.rstrip("\n") + "\n" for part in parts if part)
 
@@ -131,6 +141,48 @@ def _bounds(rows: list[dict[str, Any]]) -> str:
     return BOUNDS.format(small_gemm_ms=gemm["project"], small_step_ms=step["project"],
                          small_vs_torch=step["ratio"], scaling_splits=splits,
                          parquet=parquet["project"], parquet_ref=parquet["reference"])
+
+
+def _startup(rows: list[dict[str, Any]]) -> str:
+    runs = [r for r in rows if "split_s" in r]
+    if not runs:
+        return ""
+    phases = list(runs[0]["split_s"])
+    lines = ["| all-reduce | " + " | ".join(phases) + " | client's total |",
+             "|---|" + "---|" * (len(phases) + 1)]
+    for r in runs:
+        lines.append(f"| {r['name'].rsplit(', ', 1)[-1]} | "
+                     + " | ".join(f"{r['split_s'][p]:.3f}" for p in phases)
+                     + f" | {r['project']:.3f} |")
+    return ("## Where a job's start goes\n\nSeconds (medians) from `POST /jobs` to the "
+            "first step, by the phases the job record's `startup` reports:\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def _cost_model(model: dict[str, Any] | None) -> str:
+    if not model:
+        return ""
+    c = model["calibration"]
+    checks = "\n".join(f"| {k['workers']} | {k['measured_steps_per_s']:.2f} | "
+                        f"{k['predicted_steps_per_s']:.2f} | {k['error']:.1%} |"
+                        for k in c["checks"])
+    even = "\n".join(f"| {b['model']} | {b['gbit_s']} | {b['workers_at_50pct_efficiency']} | "
+                      f"{b['efficiency_at_512']:.0%} |" for b in model["break_even"])
+    return (
+        "## The cost model\n\n"
+        f"Calibrated here: {c['per_sample_s'] * 1e6:.1f} us of compute per sample, "
+        f"{c['per_parameter_s'] * 1e9:.2f} ns of update per parameter, "
+        f"{c['rest_s'] * 1e3:.2f} ms of other work per step, and an MPI all-reduce between "
+        f"2 processes of {c['latency_s'] * 1e6:.1f} us latency and "
+        f"{c['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s. Against the measured runs:\n\n"
+        "| workers | measured steps/s | predicted | error |\n|---|---|---|---|\n"
+        f"{checks}\n\n"
+        "Predicted weak scaling (256 samples a worker a step, one core a worker, 10 us "
+        "network latency): the most workers still at 50% efficiency, and the efficiency "
+        "at 512:\n\n"
+        "| model | Gbit/s | workers at >= 50% | efficiency at 512 |\n|---|---|---|---|\n"
+        f"{even}\n\n![predicted scaling efficiency]"
+        f"({Path(model['chart']).relative_to('docs')})\n")
 
 
 def _profile(profile: dict[str, Any] | None) -> str:

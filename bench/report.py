@@ -81,9 +81,14 @@ def main() -> None:
     rows += run_mpiexec_json("bench.overlap")["results"]
     rows += run_json("bench.end_to_end")["results"]
     rows += run_json("bench.data")["results"]
+    startup = run_json("bench.startup")["results"]
+    rows += startup
+    model = run_json("bench.model")
+    rows += model["results"]
     report = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
               "machine": machine_info(), "results": rows,
-              "profile_step": run_json("bench.profile_step")}
+              "profile_step": run_json("bench.profile_step"),
+              "cost_model": {key: model[key] for key in ("calibration", "break_even", "chart")}}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2))
     width = max(len(r["name"]) for r in rows)

@@ -404,6 +404,9 @@ class JobPublic(BaseModel):
     restart_log: list[RestartInfo] = Field(default_factory=list)
     stopped_early_at_epoch: int | None = None  # early stopping ended it after this epoch
     best_epoch: int | None = None  # early stopping's best epoch (its weights are the model's)
+    #: Seconds from submission to the first step, by phase: queue, data, placement, actors,
+    #: join, data and broadcast (on the ranks), first step. Set after the first step.
+    startup: dict[str, float] | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     ray_dashboard_port: int = Field(default=8265, ge=1, le=65535)
     ray_temp_dir: Path | None = Field(default=None,
                                       description="the embedded Ray's temp dir (short path)")
+    warm_workers: int = Field(default=2, ge=0, le=256, description="idle rank processes kept "
+                              "started on each node jobs ran on, so a job's ranks need not "
+                              "start a process (0: start them per job)")
     worker_env: dict[str, str] = Field(
         default_factory=dict,
         description="environment of the worker actors, e.g. {\"UCX_TLS\": \"tcp,self\"} for MPI "

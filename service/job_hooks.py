@@ -112,6 +112,9 @@ class JobHooks(runner.TrainingHooks):
             self._keep = functools.partial(kept_on_curve, stride=stride, total_steps=total_steps)
         self.write(lambda: self.store.mark_running(self.job_id, total_steps, placements, stride))
 
+    def startup(self, split: dict[str, float]) -> None:
+        self.write(lambda: self.store.set_startup(self.job_id, split))
+
     def records(self, records: list[StepRecord]) -> None:
         self._observe_records(records)  # the metrics see every step
         keep = self._keep

@@ -14,8 +14,10 @@ models; a :class:`Runner` turns them into worker groups and back. Two kinds:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +35,7 @@ from worker.errors import GroupError, JobCancelledError, RankFailedError
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
 from worker.local_group import LocalGroup
+from worker.pool import WarmPool, local_node_with_cpus
 
 __all__ = ["Fault", "FaultPlan", "GroupError", "InProcessRunner", "JobCancelledError",
            "RankFailedError", "RankInfo", "RayRunner", "Restart", "Runner", "TrainingHooks",
@@ -78,9 +81,10 @@ class _DriverRunner:
 
     def run_job(self, spec: JobSpec, hooks: TrainingHooks,
                 resume: TrainingState | None = None) -> TrainingResult:
+        began = time.monotonic()
         data = self.load_data(spec)
         return train(spec, data, self.options, hooks, resume=resume,
-                     make_group=self.make_group)
+                     make_group=self.make_group, data_s=time.monotonic() - began)
 
     def load_data(self, spec: JobSpec) -> Dataset:
         """The job's data, split, its preprocessing fitted; a registered file must be the
@@ -104,17 +108,24 @@ class _DriverRunner:
 
 
 class RayRunner(_DriverRunner):
-    """Jobs on Ray actors: the embedded local Ray, or ``settings.ray_address``."""
+    """Jobs on Ray actors: the embedded local Ray, or ``settings.ray_address``; with
+    ``settings.warm_workers`` rank processes started ahead on each node jobs ran on."""
 
-    make_group = staticmethod(WorkerGroup.create)
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.pool = WarmPool(settings.warm_workers, settings.worker_env)
+        self.make_group = functools.partial(WorkerGroup.create, pool=self.pool)
 
     def connect(self) -> None:
         s = self.settings
         cluster.connect(s.ray_address, auth_mode=s.ray_auth_mode, num_cpus=s.ray_num_cpus,
                         include_dashboard=s.ray_dashboard, dashboard_port=s.ray_dashboard_port,
                         temp_dir=s.ray_temp_dir)
+        if s.warm_workers and (node := local_node_with_cpus()) is not None:
+            self.pool.fill(node)
 
     def disconnect(self) -> None:
+        self.pool.close()
         cluster.disconnect()
 
     def cluster_cpus(self) -> tuple[float, float]:

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
     crashes INTEGER NOT NULL DEFAULT 0,  -- service processes that died while it ran
     curve_stride INTEGER NOT NULL DEFAULT 1,
-    stopped_early_at_epoch INTEGER, best_epoch INTEGER
+    stopped_early_at_epoch INTEGER, best_epoch INTEGER,
+    startup TEXT  -- seconds per phase from the pick to the first step (JSON)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS points (
@@ -79,6 +80,7 @@ POINT_FIELDS = ("step", "epoch", "loss", "compute", "allreduce", "wait", "update
 ADDED_COLUMNS = (("jobs", "crashes", "INTEGER NOT NULL DEFAULT 0"),
                  ("jobs", "curve_stride", "INTEGER NOT NULL DEFAULT 1"),
                  ("jobs", "stopped_early_at_epoch", "INTEGER"), ("jobs", "best_epoch", "INTEGER"),
+                 ("jobs", "startup", "TEXT"),
                  ("points", "lr", "REAL"), ("points", "grad_norm", "REAL"))
 TIMING_FIELDS = ("compute", "allreduce", "wait", "update")
 
@@ -193,6 +195,10 @@ class SqliteJobStore:
         with self._transaction() as db:
             db.execute("UPDATE jobs SET state = ? WHERE id = ?", (JobState.queued.value, job_id))
 
+    def set_startup(self, job_id: str, split: dict[str, float]) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET startup = ? WHERE id = ?", (json.dumps(split), job_id))
+
     def set_early_stopping(self, job_id: str, stopped_at_epoch: int | None,
                            best_epoch: int | None) -> None:
         with self._transaction() as db:
@@ -293,6 +299,15 @@ class SqliteJobStore:
         return [StepRecord(**dict(r)) for r in rows]
 
 
+def _startup(row: sqlite3.Row) -> dict[str, float] | None:
+    """The start's split, the wait in the queue first (submission to the pick)."""
+    if not row["startup"] or not row["started_at"]:
+        return None
+    queued = (datetime.fromisoformat(row["started_at"])
+              - datetime.fromisoformat(row["created_at"])).total_seconds()
+    return {"queue": queued, **json.loads(row["startup"])}
+
+
 def _quote(name: str) -> str:
     return f'"{name}"'
 
@@ -309,4 +324,5 @@ def _job(row: sqlite3.Row) -> JobPublic:
         restart_log=[RestartInfo(**r) for r in json.loads(row["restart_log"])],
         created_at=row["created_at"], curve_stride=row["curve_stride"],
         stopped_early_at_epoch=row["stopped_early_at_epoch"], best_epoch=row["best_epoch"],
+        startup=_startup(row),
         started_at=row["started_at"], finished_at=row["finished_at"])

@@ -2,7 +2,7 @@
 
 Like Horovod's worker, it does not depend on Ray (only ``node_address`` asks
 Ray where it runs), so its logic is testable in-process. Its life:
-``describe`` -> join a collective group (``mpi_*`` steps, ``gloo_join`` or
+``configure`` (or the constructor) -> join a collective group (``mpi_*`` steps, ``gloo_join`` or
 ``local_join``) -> ``start`` (builds the trainer: the broadcast of rank 0's
 initial parameters happens here, on every rank at once) -> ``run(k)`` chunks
 -> ``final_params`` -> ``close``.
@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import numpy.typing as npt
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from common.checkpoint import TrainingState
 from common.collective import AllReduce, LocalAllReduce
@@ -32,20 +32,38 @@ Array = npt.NDArray[Any]
 
 
 class RankWorker:
-    """Rank ``rank`` of ``world_size``; ``blas_threads`` None leaves BLAS as it is."""
+    """Rank ``rank`` of ``world_size``; ``blas_threads`` None leaves BLAS as it is.
 
-    def __init__(self, spec_json: str, rank: int, world_size: int,
+    Made without a spec, it is a warm process waiting for a job (:mod:`worker.pool`):
+    ``configure`` then makes it the rank, as the constructor would have."""
+
+    def __init__(self, spec_json: str | None = None, rank: int = 0, world_size: int = 1,
                  blas_threads: int | None = 1):
-        # One BLAS thread per CPU this rank was given: ranks that fill the cores
-        # must not also fight over them from inside OpenBLAS.
-        if blas_threads is not None:
-            self._blas_limit = threadpool_limits(limits=blas_threads, user_api="blas")
-        self.spec = JobSpec.model_validate_json(spec_json)
-        self.rank, self.world_size = rank, world_size
         self.fault: Fault | None = None
         self._mpi_join: MpiPortJoin | None = None
         self.comm: AllReduce | None = None
         self.trainer: Trainer | None = None
+        self.rank, self.world_size = rank, world_size
+        if spec_json is not None:
+            self.configure(spec_json, rank, world_size, blas_threads)
+
+    def configure(self, spec_json: str, rank: int, world_size: int,
+                  blas_threads: int | None = 1) -> dict[str, Any]:
+        """Become rank ``rank`` of ``world_size`` of the job ``spec_json``; returns
+        :meth:`describe`."""
+        # One BLAS thread per CPU this rank was given: ranks that fill the cores
+        # must not also fight over them from inside OpenBLAS.
+        if blas_threads is not None:
+            self._blas_limit = _blas().limit(limits=blas_threads, user_api="blas")
+        self.spec = JobSpec.model_validate_json(spec_json)
+        self.rank, self.world_size = rank, world_size
+        return self.describe()
+
+    def warm(self) -> None:
+        """A warm process pays its one-time costs before any job waits: the scan of the
+        loaded BLAS libraries that thread limits need, and the spec's validation."""
+        _blas()
+        JobSpec.model_validate_json(JobSpec().model_dump_json())
 
     def describe(self) -> dict[str, Any]:
         """Where this rank runs: its rank, process id, host name and node address."""
@@ -161,3 +179,15 @@ class RankWorker:
             trainer.net.params[0] += 1e-3
         else:
             raise InjectedFaultError(f"injected fault at step {fault.step}")
+
+
+_controller: ThreadpoolController | None = None
+
+
+def _blas() -> ThreadpoolController:
+    """This process's BLAS libraries, scanned once (a scan takes a good part of a second in
+    a process with Ray's libraries loaded)."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller

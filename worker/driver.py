@@ -53,6 +53,7 @@ class Group(Protocol):
     step: int
     total_steps: int
     fingerprints: list[str]
+    startup: dict[str, float]  # seconds of each phase of the group's start
 
     def run(self, steps: int, timeout_s: float, checkpoint: bool = False) -> ChunkResult: ...
 
@@ -84,6 +85,10 @@ class TrainingHooks:
     def started(self, ranks: list[RankInfo], total_steps: int) -> None:
         """A group is up (the first, or one after a restart)."""
 
+    def startup(self, split: dict[str, float]) -> None:
+        """Once, after the job's first step: the seconds each phase of the start took
+        (the caller's data preparation, the group's phases, the first step)."""
+
     def records(self, records: list[StepRecord]) -> None:
         """A chunk's step records, in step order (replayed steps come again)."""
 
@@ -112,6 +117,10 @@ class Recorder(TrainingHooks):
         self.steps: list[StepRecord] = []
         self.checkpoints: list[TrainingState] = []
         self.restarts: list[Restart] = []
+        self.startup_split: dict[str, float] = {}
+
+    def startup(self, split: dict[str, float]) -> None:
+        self.startup_split = split
 
     def started(self, ranks: list[RankInfo], total_steps: int) -> None:
         self.groups.append(ranks)
@@ -173,7 +182,8 @@ class _Latest:
 
 def train(spec: JobSpec, data: Dataset, options: GroupOptions,
           hooks: TrainingHooks | None = None, *, resume: TrainingState | None = None,
-          make_group: GroupFactory = WorkerGroup.create) -> TrainingResult:
+          make_group: GroupFactory = WorkerGroup.create, data_s: float = 0.0
+          ) -> TrainingResult:
     """Run ``spec`` to the end; every group it made is gone afterwards.
 
     Checkpoints go to ``hooks.checkpoint`` every ``spec.checkpoint_every`` steps and
@@ -181,6 +191,8 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
     is torn down and a fresh one restored from the last checkpoint carries on, as
     the restart policy decides; the steps since the checkpoint are replayed
     (``hooks.records`` sees them again). ``resume`` starts from a checkpoint.
+    ``data_s``, the seconds the caller spent preparing ``data``, opens the startup split
+    ``hooks.startup`` receives after the first step.
 
     Raises :class:`JobCancelledError` when ``hooks.cancelled()`` turns true between
     chunks, and a :class:`worker.errors.GroupError` naming ranks and nodes on
@@ -191,13 +203,18 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
     latest = _Latest(resume)
     policy = RestartPolicy(spec.max_restarts)
     restarts = 0
+    split: dict[str, float] | None = {"data": data_s}  # until the first step is reported
     while True:
         try:
             group = make_group(spec, data, options, latest.state)
-            result = _run_group(group, spec, options, hooks, latest)
+            if split is not None:
+                split.update(group.startup)
+            result = _run_group(group, spec, options, hooks, latest, split)
+            split = None
             return dataclasses.replace(result, restarts=restarts,
                                        preprocessing=data.preprocessing)
         except GroupError as exc:
+            split = None  # a restart: the first start's split is reported, or never
             decision = policy.decide(exc, restarts)
             if decision is FailureDecision.RAISE:
                 raise
@@ -211,7 +228,7 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
 
 
 def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: TrainingHooks,
-               latest: _Latest) -> TrainingResult:
+               latest: _Latest, split: dict[str, float] | None = None) -> TrainingResult:
     """Drive one group from its state to the end of training; shut it down in any case."""
     try:
         hooks.started(group.ranks, group.total_steps)
@@ -229,6 +246,10 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
             chunk = group.run(steps, sizer.timeout(steps, options.chunk_timeout_s),
                               checkpoint=group.step + steps == next_checkpoint)
             sizer.observe(len(chunk.records), time.monotonic() - began)
+            if split is not None:  # the first chunk is one step
+                split["first step"] = time.monotonic() - began
+                hooks.startup(split)
+                split = None
             hooks.records(chunk.records)
             early = chunk.early_stopping
             if chunk.state is not None:

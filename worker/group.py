@@ -32,6 +32,7 @@ from worker.errors import (
     ReplicaMismatchError,
 )
 from worker.faults import Fault
+from worker.pool import WarmPool
 
 Array = npt.NDArray[Any]
 
@@ -60,10 +61,14 @@ class RankInfo:
 class WorkerGroup:
     """The running actors of one job, rank ``i`` at ``actors[i]``."""
 
-    def __init__(self, spec: JobSpec, actors: list[Any], placement: Any, options: GroupOptions):
+    def __init__(self, spec: JobSpec, actors: list[Any], placement: Any, options: GroupOptions,
+                 pool: WarmPool | None = None, nodes: set[str] | None = None):
         self.spec, self.actors, self.options = spec, actors, options
         self._placement = placement
+        self._pool, self._nodes = pool, nodes or set()  # warm processes to make up at the end
         self.ranks: list[RankInfo] = [RankInfo(r, -1, "?", "?") for r in range(len(actors))]
+        #: Seconds of each phase of the start: placement, actors, join, data and broadcast.
+        self.startup: dict[str, float] = {}
         self.total_steps = 0
         self.step = 0
         self.fingerprints: list[str] = []
@@ -76,14 +81,17 @@ class WorkerGroup:
 
     @classmethod
     def create(cls, spec: JobSpec, data: Dataset, options: GroupOptions,
-               state: TrainingState | None = None) -> WorkerGroup:
-        """Reserve CPUs, start one actor per rank, join them, broadcast rank 0's weights
-        (or restore every rank from ``state``)."""
+               state: TrainingState | None = None, pool: WarmPool | None = None
+               ) -> WorkerGroup:
+        """Reserve CPUs, start one actor per rank (or take a warm one from ``pool`` on the
+        rank's node), join them, broadcast rank 0's weights (or restore every rank from
+        ``state``)."""
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         cpus, world = spec.cpus_per_worker, spec.workers
+        began = time.monotonic()
         placement = placement_group([{"CPU": cpus}] * world,
                                     strategy="SPREAD" if spec.placement == "spread" else "PACK")
         ready, _ = ray.wait([placement.ready()], timeout=options.placement_timeout_s)
@@ -95,16 +103,19 @@ class WorkerGroup:
                 f"workers: {world} x {cpus} CPU asked, the cluster has {total:g} CPUs "
                 f"({free:g} free) and none came free within {options.placement_timeout_s:g} s")
         remote = ray.remote(RankWorker)
-        spec_json = spec.model_dump_json()
-        actors = [
-            remote.options(
-                num_cpus=cpus, max_restarts=0, max_concurrency=1,
-                runtime_env={"env_vars": dict(options.env)} if options.env else None,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement, placement_group_bundle_index=rank),
-            ).remote(spec_json, rank, world, cpus)
-            for rank in range(world)]
-        group = cls(spec, actors, placement, options)
+        nodes = ray.util.placement_group_table(placement)["bundles_to_node_id"] if pool else {}
+        actors = []
+        for rank in range(world):
+            actor = pool.take(nodes[rank]) if pool else None
+            if actor is None:
+                actor = remote.options(
+                    num_cpus=cpus, max_restarts=0, max_concurrency=1,
+                    runtime_env={"env_vars": dict(options.env)} if options.env else None,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(
+                        placement, placement_group_bundle_index=rank)).remote()
+            actors.append(actor)
+        group = cls(spec, actors, placement, options, pool, set(nodes.values()))
+        group.startup["placement"] = time.monotonic() - began
         try:
             group._start(data, state)
         except BaseException:
@@ -116,9 +127,12 @@ class WorkerGroup:
         import ray
 
         timeout = self.options.join_timeout_s
-        infos = self._gather({r: a.describe.remote() for r, a in enumerate(self.actors)},
-                             timeout, "starting workers")
+        phase = time.monotonic()
+        spec_json, cpus = self.spec.model_dump_json(), self.spec.cpus_per_worker
+        infos = self._gather({r: a.configure.remote(spec_json, r, self.world_size, cpus)
+                              for r, a in enumerate(self.actors)}, timeout, "starting workers")
         self.ranks = [RankInfo(**infos[r]) for r in range(self.world_size)]
+        phase = self._timed("actors", phase)
         if self.spec.allreduce == "mpi":
             self._join_mpi(timeout)
         elif self.spec.allreduce == "ray":
@@ -127,6 +141,7 @@ class WorkerGroup:
                           for r, a in enumerate(self.actors)}, timeout, "joining the gloo group")
         else:
             self._gather({0: self.actors[0].local_join.remote()}, timeout, "starting")
+        phase = self._timed("join", phase)
         # No rows go through Ray: each rank memory-maps the dataset's files itself.
         state_ref = ray.put(state)
         totals = self._gather({r: a.start.remote(data.ref, state_ref)
@@ -134,6 +149,12 @@ class WorkerGroup:
                               timeout + 60, "opening the data and broadcasting rank 0's weights")
         self.total_steps = totals[0]
         self.step = state.step if state is not None else 0
+        self._timed("data and broadcast", phase)
+
+    def _timed(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.startup[name] = now - since
+        return now
 
     def _join_mpi(self, timeout: float) -> None:
         """Grow one communicator through rank 0's port, one newcomer at a time."""
@@ -195,6 +216,10 @@ class WorkerGroup:
         if self._placement is not None:
             ray.util.remove_placement_group(self._placement)
             self._placement = None
+        if self._pool is not None:
+            for node in self._nodes:
+                self._pool.fill(node)
+            self._pool = None
 
     # ---- the one way to wait -------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,6 +56,7 @@ class LocalGroup:
     def __init__(self, worker: RankWorker):
         self._worker = worker
         self.ranks = [RankInfo(0, os.getpid(), socket.gethostname(), NODE)]
+        self.startup: dict[str, float] = {}
         self.step = 0
         self.total_steps = 0
         self.fingerprints: list[str] = []
@@ -66,8 +68,10 @@ class LocalGroup:
         # The caller's BLAS threads stay as they are: this process is not ours to limit.
         group = cls(_InProcessRank(single.model_dump_json(), 0, 1, blas_threads=None))
         group._worker.local_join()
+        began = time.monotonic()
         with group._failures("loading data"):
             group.total_steps = group._worker.start(data, state)
+        group.startup["data and broadcast"] = time.monotonic() - began
         group.step = state.step if state is not None else 0
         return group
 

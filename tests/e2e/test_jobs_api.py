@@ -3,6 +3,7 @@ real MPI workers, a real SQLite file; clients speak HTTP (and SSE) as users do."
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -231,3 +232,40 @@ def test_verify_reports_bitwise_identity_over_http_and_the_cli(server: Server,
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "identical: 1 and 2 workers give the same weights bit for bit after 10 steps" in (
         cli.stdout)
+
+
+def warm_processes(server: Server) -> set[int]:
+    """This service's rank processes that wait for a job (Ray titles an idle actor
+    process with its class alone; a busy one with the method it runs)."""
+    warm = set()
+    for pid in server.ray_processes():
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"ray::RankWorker":
+                warm.add(pid)
+    return warm
+
+
+def test_a_job_starts_on_warm_processes_and_reports_where_its_start_went(
+        server: Server) -> None:
+    """The service keeps 2 started rank processes (SYNCSGD_WARM_WORKERS, default 2): a
+    job's ranks are processes that existed before it was submitted, and are made up
+    again when it ends."""
+    warm = wait_for(lambda: len(warm_processes(server)) >= 2 and warm_processes(server), 60,
+                    "2 warm rank processes")
+    began = time.monotonic()
+    job_id = server.http.post("/jobs", json={**SMALL, "workers": 2, "max_steps": 3}).json()["id"]
+    first = wait_for(lambda: server.http.get(f"/jobs/{job_id}/curve").json()["points"], 60,
+                     "the first point")
+    waited = time.monotonic() - began
+    assert first[0]["step"] == 1
+    job = wait_job(server.http, job_id)
+    assert {rank["pid"] for rank in job["ranks"]} <= warm
+    split = job["startup"]
+    assert list(split) == ["queue", "data", "placement", "actors", "join",
+                           "data and broadcast", "first step"]
+    assert all(seconds >= 0 for seconds in split.values())
+    # the phases happen one after another, within what the client waited for the point
+    assert sum(split.values()) <= waited + 0.05
+    again = wait_for(lambda: len(warm_processes(server)) >= 2 and warm_processes(server), 60,
+                     "the warm processes made up again")
+    assert not again & {rank["pid"] for rank in job["ranks"]}  # fresh ones: one job each

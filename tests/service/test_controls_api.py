@@ -118,3 +118,11 @@ def test_bad_controls_are_refused_naming_the_field_and_the_limit(api: TestClient
         errors = response.json()["detail"]
         assert any(e["loc"] == loc and message in e["msg"] for e in errors), (override, errors)
     assert api.get("/jobs").json()["total"] == 0
+
+
+def test_the_job_record_splits_its_start_by_phase(api: TestClient) -> None:
+    job = run_job(api, {**SMALL, "max_steps": 2})
+    split = job["startup"]
+    assert list(split) == ["queue", "data", "data and broadcast", "first step"]  # one rank
+    assert all(seconds >= 0 for seconds in split.values())
+    assert api.get(f"/jobs/{job['id']}").json()["startup"] == split

@@ -1,0 +1,183 @@
+"""A cost model of a data-parallel step, calibrated here, predicting past this machine.
+
+Per step, with N workers, a global batch B, P parameters of 4 bytes::
+
+    T(N) = (c * B/N + u * P/N) * k(N)                       compute, the sharded update
+         + 2(N-1)/N * 4P / bandwidth + 2(N-1) * latency     ring reduce-scatter + all-gather
+         + o                                                 the rest (driver, Python)
+
+``c`` (seconds per sample), ``u`` (seconds per parameter updated) and ``o`` come from
+the 1-worker run of the benchmark job (bench.scaling's: the 784-1024-1024-10 MLP,
+batch 512, MPI, one thread per worker, the sharded update); ``latency`` and
+``bandwidth`` are fitted to raw MPI all-reduces of several sizes between 2 processes on
+this machine. ``k(N) = max(1, N / cores)``: ranks beyond the machine's cores share them
+(only the calibration runs here have it; the predictions give each worker a core).
+
+The model is checked against measured 1, 2 and 3 worker runs (its error is printed),
+then predicts steps/s and scaling efficiency for 8 to 512 workers on 10, 25 and 100
+Gbit/s networks, for the benchmark MLP and for one with 10x the parameters and the
+compute. Predictions scale weakly, as data-parallel users do: each worker keeps 256
+samples a step (the benchmark's share at 2 workers), so the global batch grows with N;
+efficiency is T(1) / T(N). A network latency of 10 us per message is assumed there
+(TCP within a rack). Writes a chart to docs/img/cost-model.png. Prints JSON.
+
+    python -m bench.model [--steps 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.machine import machine_info
+from bench.scaling import measure, spec_for
+from worker import cluster
+
+BATCH, PER_WORKER = 512, 256
+WORKERS = (8, 16, 32, 64, 128, 256, 512)
+GBITS = (10, 25, 100)
+ASSUMED_LATENCY_S = 10e-6
+CHART = Path(__file__).resolve().parents[1] / "docs" / "img" / "cost-model.png"
+SIZES_MB = (0.004, 0.06, 1.0, 7.5, 30.0)
+
+
+def fit_network() -> tuple[float, float]:
+    """``(latency s, bandwidth bytes/s)`` from raw MPI all-reduces between 2 processes:
+    at N=2 an all-reduce of b bytes takes ``b / bandwidth + 2 latency``."""
+    mpiexec = str(Path(sys.executable).with_name("mpiexec"))
+    done = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "bench.raw_mpi",
+                           *map(str, SIZES_MB)], capture_output=True, text=True, timeout=600,
+                          check=True)
+    seconds = json.loads(done.stdout[done.stdout.index("{"):])
+    sizes = np.array([mb * 2**20 for mb in SIZES_MB])
+    times = np.array([seconds[str(mb)] for mb in SIZES_MB])
+    slope, intercept = np.polyfit(sizes, times, 1)
+    return max(intercept / 2, 1e-7), 1 / slope
+
+
+class Model:
+    """``T(N)`` for ``params`` parameters (module docstring)."""
+
+    def __init__(self, per_sample: float, per_parameter: float, rest: float, latency: float,
+                 bandwidth: float, params: int, cores: int):
+        self.c, self.u, self.o = per_sample, per_parameter, rest
+        self.latency, self.bandwidth, self.params, self.cores = latency, bandwidth, params, cores
+
+    def step_s(self, workers: int, batch: int) -> float:
+        n = workers
+        share = max(1.0, n / self.cores)
+        compute = (self.c * batch / n + self.u * self.params / n) * share
+        wire = 2 * (n - 1) / n * 4 * self.params / self.bandwidth + 2 * (n - 1) * self.latency
+        return compute + (wire if n > 1 else 0.0) + self.o
+
+    def scaled(self, factor: float, bandwidth: float, latency: float, cores: int) -> Model:
+        """The same machine's compute for a model ``factor`` times larger, on a network."""
+        return Model(self.c * factor, self.u, self.o, latency, bandwidth,
+                     int(self.params * factor), cores)
+
+
+def calibrate(steps: int) -> tuple[Model, list[dict[str, Any]]]:
+    latency, bandwidth = fit_network()
+    cluster.connect(num_cpus=3)
+    try:
+        runs = {n: measure(spec_for(n, 1, "mpi" if n > 1 else "local", steps, sharded=True))
+                for n in (1, 2, 3)}
+    finally:
+        cluster.disconnect()
+    spec = spec_for(1, 1, "local", steps)
+    params = spec.model.num_parameters
+    rate, split = runs[1]
+    per_sample = split["compute"] / 1e3 / BATCH
+    per_parameter = split["update"] / 1e3 / params
+    rest = max(0.0, 1 / rate - (split["compute"] + split["update"]) / 1e3)
+    model = Model(per_sample, per_parameter, rest, latency, bandwidth, params,
+                  os.cpu_count() or 1)
+    checks = []
+    for n, (measured, _) in runs.items():
+        predicted = 1 / model.step_s(n, BATCH)
+        checks.append({"workers": n, "measured_steps_per_s": measured,
+                       "predicted_steps_per_s": predicted,
+                       "error": abs(predicted - measured) / measured})
+    return model, checks
+
+
+def predictions(base: Model) -> list[dict[str, Any]]:
+    rows = []
+    for factor, label in ((1, "benchmark MLP"), (10, "10x larger MLP")):
+        for gbits in GBITS:
+            model = base.scaled(factor, gbits * 1e9 / 8, ASSUMED_LATENCY_S, cores=10**6)
+            one = model.step_s(1, PER_WORKER)
+            for n in WORKERS:
+                step = model.step_s(n, PER_WORKER * n)
+                rows.append({"model": label, "gbit_s": gbits, "workers": n,
+                             "steps_per_s": 1 / step, "samples_per_s": PER_WORKER * n / step,
+                             "efficiency": one / step})
+    return rows
+
+
+def break_even(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model and network: the most workers still at >= 50% efficiency."""
+    out = []
+    for label in sorted({r["model"] for r in rows}):
+        for gbits in GBITS:
+            mine = [r for r in rows if r["model"] == label and r["gbit_s"] == gbits]
+            good = [r["workers"] for r in mine if r["efficiency"] >= 0.5]
+            out.append({"model": label, "gbit_s": gbits,
+                        "workers_at_50pct_efficiency": max(good) if good else None,
+                        "efficiency_at_512": mine[-1]["efficiency"]})
+    return out
+
+
+def chart(rows: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for label, style in (("benchmark MLP", "-"), ("10x larger MLP", "--")):
+        for gbits in GBITS:
+            mine = [r for r in rows if r["model"] == label and r["gbit_s"] == gbits]
+            ax.plot([r["workers"] for r in mine], [r["efficiency"] for r in mine], style,
+                    marker="o", label=f"{label}, {gbits} Gbit/s")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("workers (256 samples each a step)")
+    ax.set_ylabel("scaling efficiency T(1) / T(N)")
+    ax.set_ylim(0, 1.05)
+    ax.axhline(0.5, color="grey", linewidth=0.8)
+    ax.set_title("Predicted weak scaling (cost model calibrated on this machine)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    CHART.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(CHART)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args()
+    model, checks = calibrate(args.steps)
+    rows = predictions(model)
+    chart(rows)
+    worst = max(c["error"] for c in checks)
+    results = [{"name": "cost model: worst error on the measured 1, 2, 3 worker runs",
+                "project": worst, "reference": 0.15, "unit": "fraction",
+                "ratio": 0.15 / max(worst, 1e-9), "goal": 1.0}]
+    print(json.dumps({
+        "benchmark": "model", "machine": machine_info(), "results": results,
+        "calibration": {"per_sample_s": model.c, "per_parameter_s": model.u,
+                        "rest_s": model.o, "latency_s": model.latency,
+                        "bandwidth_bytes_per_s": model.bandwidth, "checks": checks},
+        "predictions": rows, "break_even": break_even(rows),
+        "chart": str(CHART.relative_to(CHART.parents[2]))}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
