@@ -97,6 +97,7 @@ def render(report: dict[str, Any]) -> str:
     missed = [r for r in rows if r.get("goal") is not None and r["ratio"] < r["goal"]]
     if missed:
         parts.append(_bounds(rows))
+    parts.append(_gemms(report.get("engine_gemms")))
     parts.append(_startup(rows))
     parts.append(_cost_model(report.get("cost_model")))
     parts.append(_profile(report.get("profile_step")))
@@ -141,6 +142,24 @@ def _bounds(rows: list[dict[str, Any]]) -> str:
     return BOUNDS.format(small_gemm_ms=gemm["project"], small_step_ms=step["project"],
                          small_vs_torch=step["ratio"], scaling_splits=splits,
                          parquet=parquet["project"], parquet_ref=parquet["reference"])
+
+
+def _gemms(cases: list[dict[str, Any]] | None) -> str:
+    if not cases:
+        return ""
+    parts = ["## The step's GEMMs, in the step and alone\n\n`bench.engine` times each "
+             "`np.matmul` of a step where the step makes it, and the same shapes and "
+             "layouts (N: C order, T: a transposed view) alone on fresh operands.\n"]
+    for case in cases:
+        lines = ["| A | B | layout | ms in the step | GFLOP/s in the step | GFLOP/s alone |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {g['a'][0]}x{g['a'][1]} | {g['b'][0]}x{g['b'][1]} | {g['layout']} | "
+                  f"{g['in_step_ms']:.3f} | {g['in_step_gflops']:.1f} | "
+                  f"{g['alone_gflops']:.1f} |" for g in case["gemms"]]
+        parts.append(f"{case['net']}, batch {case['batch']}, {case['threads']} thread(s); "
+                     f"outside the GEMMs: {case['non_gemm_share']:.1%} of the step.\n\n"
+                     + "\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def _startup(rows: list[dict[str, Any]]) -> str:

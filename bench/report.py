@@ -46,9 +46,12 @@ def run_mpiexec_json(module: str, ranks: int = 2) -> dict[str, Any]:
     return result
 
 
-def engine_rows() -> list[dict[str, Any]]:
+def engine_rows(gemms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The engine's rows; each case's GEMMs in the step and alone go into ``gemms``."""
     rows = []
     for result in run_json("bench.engine")["results"]:
+        gemms.append({key: result[key] for key in ("net", "batch", "threads", "gemms",
+                                                   "non_gemm_share")})
         sizes = result["net"].replace("-", ",")
         torch_step = run_json("bench.torch_step", sizes, str(result["batch"]), "--threads",
                               str(result["threads"]))
@@ -70,7 +73,8 @@ def engine_rows() -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    rows = engine_rows()
+    gemms: list[dict[str, Any]] = []
+    rows = engine_rows(gemms)
     rows += run_json("bench.allreduce")["results"]
     rows += run_json("bench.scaling")["results"]
     deterministic = run_json("bench.deterministic")["results"]
@@ -87,7 +91,7 @@ def main() -> None:
     rows += model["results"]
     report = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
               "machine": machine_info(), "results": rows,
-              "profile_step": run_json("bench.profile_step"),
+              "profile_step": run_json("bench.profile_step"), "engine_gemms": gemms,
               "cost_model": {key: model[key] for key in ("calibration", "break_even", "chart")}}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2))
