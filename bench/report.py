@@ -21,7 +21,7 @@ from bench import docs
 from bench.machine import machine_info
 
 OUT = Path(__file__).resolve().parent / "out" / "report.json"
-ENGINE_GOALS = {"784-1024-1024-10": 1 / 0.9, "64-128-10": 2.0}  # step <= 0.9x, <= 0.5x torch
+ENGINE_GOALS = {"784-1024-1024-10": 1 / 0.9, "64-128-10": 1 / 0.35}  # <= 0.9x, 0.35x torch
 
 
 def git_commit() -> str | None:
@@ -67,7 +67,7 @@ def engine_rows(gemms: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "goal": None, "reference_is": "torch.matmul on the same shapes"})
         rows.append({"name": f"{label}: share of numpy's matmul rate",
                      "project": result["step_gflops"], "reference": result["matmul_gflops"],
-                     "unit": "GFLOP/s", "ratio": result["share_of_matmul_rate"], "goal": 0.8,
+                     "unit": "GFLOP/s", "ratio": result["share_of_matmul_rate"], "goal": 0.85,
                      "reference_is": "numpy matmul on the same GEMMs"})
     return rows
 
