@@ -21,6 +21,9 @@ from bench import docs
 from bench.machine import machine_info
 
 OUT = Path(__file__).resolve().parent / "out" / "report.json"
+#: The large net's step should run its GEMMs at the isolated rate; the small one's is
+#: bounded by numpy's per-call cost, and its goal is the time against PyTorch.
+SHARE_GOALS = {"784-1024-1024-10": 0.85}
 ENGINE_GOALS = {"784-1024-1024-10": 1 / 0.9, "64-128-10": 1 / 0.35}  # <= 0.9x, 0.35x torch
 
 
@@ -67,7 +70,8 @@ def engine_rows(gemms: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "goal": None, "reference_is": "torch.matmul on the same shapes"})
         rows.append({"name": f"{label}: share of numpy's matmul rate",
                      "project": result["step_gflops"], "reference": result["matmul_gflops"],
-                     "unit": "GFLOP/s", "ratio": result["share_of_matmul_rate"], "goal": 0.85,
+                     "unit": "GFLOP/s", "ratio": result["share_of_matmul_rate"],
+                     "goal": SHARE_GOALS.get(result["net"]),
                      "reference_is": "numpy matmul on the same GEMMs"})
     return rows
 
