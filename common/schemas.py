@@ -380,7 +380,8 @@ class RestartInfo(BaseModel):
     number: int
     at: datetime
     cause: str  # what died or hung, where
-    from_step: int  # the checkpoint it continued from (0: the start)
+    from_step: int  # the step of the state it continued from (0: the start)
+    lost_steps: int = 0  # the steps of the chunk in flight, computed again
 
 
 class JobPublic(BaseModel):

@@ -127,7 +127,7 @@ class JobHooks(runner.TrainingHooks):
     def restart(self, restart: runner.Restart) -> None:
         info = RestartInfo(number=restart.number, cause=restart.cause,
                            at=datetime.fromtimestamp(restart.at, UTC),
-                           from_step=restart.from_step)
+                           from_step=restart.from_step, lost_steps=restart.lost_steps)
         log.warning("restart %d from step %d: %s", info.number, info.from_step, info.cause,
                     extra={"event": "restart", "job": self.job_id})
         self.write(lambda: self.store.add_restart(self.job_id, info))

@@ -125,9 +125,9 @@ class RankWorker:
         """Arm a fault on this running rank (drills and tests)."""
         self.fault = fault
 
-    def run(self, steps: int, checkpoint: bool = False) -> ChunkResult:
+    def run(self, steps: int, with_state: bool = False) -> ChunkResult:
         """``steps`` synchronized steps; only rank 0 sends its records (and, when
-        ``checkpoint``, its state) back."""
+        ``with_state``, its state) back."""
         trainer = self._trainer()
         first = trainer.step
         records = []
@@ -141,8 +141,8 @@ class RankWorker:
         fingerprint = result.fingerprint
         if fingerprint is None and first // every != trainer.step // every:
             fingerprint = trainer.fingerprint()
-        # Every rank takes part in a checkpoint: a sharded optimizer state is gathered.
-        state = trainer.state() if checkpoint else None
+        # Every rank takes part: a sharded optimizer state is gathered.
+        state = trainer.state() if with_state else None
         if self.rank != 0:
             return ChunkResult(self.rank, [], trainer.step, fingerprint,
                                total_steps=trainer.total_steps)

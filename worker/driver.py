@@ -55,7 +55,7 @@ class Group(Protocol):
     fingerprints: list[str]
     startup: dict[str, float]  # seconds of each phase of the group's start
 
-    def run(self, steps: int, timeout_s: float, checkpoint: bool = False) -> ChunkResult: ...
+    def run(self, steps: int, timeout_s: float, with_state: bool = False) -> ChunkResult: ...
 
     def inject(self, fault: Fault) -> None: ...
 
@@ -70,12 +70,13 @@ GroupFactory = Callable[[JobSpec, Dataset, GroupOptions, TrainingState | None], 
 
 @dataclass(frozen=True)
 class Restart:
-    """One recovery: a fresh group restored from the last checkpoint."""
+    """One recovery: a fresh group restored from the state at the last chunk's end."""
 
     number: int  # 1 for the first restart
     at: float  # time.time() of the decision
     cause: str  # what died or hung, and where
-    from_step: int  # the checkpoint's step (0: from the start)
+    from_step: int  # the step of the state it continues from (0: from the start)
+    lost_steps: int = 0  # the chunk in flight's steps, computed again
 
 
 class TrainingHooks:
@@ -93,7 +94,8 @@ class TrainingHooks:
         """A chunk's step records, in step order (replayed steps come again)."""
 
     def checkpoint(self, state: TrainingState) -> None:
-        """Rank 0's state at a checkpoint step (every ``checkpoint_every`` and the end)."""
+        """Rank 0's state at a checkpoint step (every ``checkpoint_every`` and the end), to
+        keep on disk: what a restarted service resumes from."""
 
     def restart(self, restart: Restart) -> None:
         """A failed group is being replaced."""
@@ -175,9 +177,11 @@ class ChunkSizer:
 
 @dataclass
 class _Latest:
-    """The newest checkpointed state: where a fresh group restarts from."""
+    """The state at the newest chunk's end (rank 0 returns it with every chunk): where a
+    fresh group restarts from, so a failure loses the chunk in flight and nothing more."""
 
     state: TrainingState | None
+    in_flight: int = 0  # the steps of the chunk running now
 
 
 def train(spec: JobSpec, data: Dataset, options: GroupOptions,
@@ -187,10 +191,11 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
     """Run ``spec`` to the end; every group it made is gone afterwards.
 
     Checkpoints go to ``hooks.checkpoint`` every ``spec.checkpoint_every`` steps and
-    at the end (chunks are cut at those steps). When a worker dies or hangs, the group
-    is torn down and a fresh one restored from the last checkpoint carries on, as
-    the restart policy decides; the steps since the checkpoint are replayed
-    (``hooks.records`` sees them again). ``resume`` starts from a checkpoint.
+    at the end (chunks are cut at those steps), for a service that restarts. When a
+    worker dies or hangs, the group is torn down and, as the restart policy decides, a
+    fresh one carries on from the state rank 0 returned with the last chunk: only the
+    chunk in flight is computed again (its records were never reported, so
+    ``hooks.records`` sees every step once). ``resume`` starts from a checkpoint.
     ``data_s``, the seconds the caller spent preparing ``data``, opens the startup split
     ``hooks.startup`` receives after the first step.
 
@@ -224,7 +229,9 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
                     f"last failure at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {exc}") from exc
             restarts += 1
             hooks.restart(Restart(restarts, time.time(), str(exc),
-                                  latest.state.step if latest.state is not None else 0))
+                                  latest.state.step if latest.state is not None else 0,
+                                  latest.in_flight))
+            latest.in_flight = 0
 
 
 def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: TrainingHooks,
@@ -243,8 +250,11 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
             next_checkpoint = min((group.step // every + 1) * every, group.total_steps)
             steps = min(sizer.next_steps(), next_checkpoint - group.step)
             began = time.monotonic()
+            latest.in_flight = steps
+            # Rank 0's state with every chunk, kept here: a failure loses this chunk only.
             chunk = group.run(steps, sizer.timeout(steps, options.chunk_timeout_s),
-                              checkpoint=group.step + steps == next_checkpoint)
+                              with_state=True)
+            latest.in_flight = 0
             sizer.observe(len(chunk.records), time.monotonic() - began)
             if split is not None:  # the first chunk is one step
                 split["first step"] = time.monotonic() - began
@@ -254,7 +264,8 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
             early = chunk.early_stopping
             if chunk.state is not None:
                 latest.state = chunk.state
-                hooks.checkpoint(chunk.state)
+                if chunk.step == next_checkpoint:  # to disk, for a service that restarts
+                    hooks.checkpoint(chunk.state)
         return TrainingResult(group.final_params(), group.step, group.ranks, group.fingerprints,
                               early_stopping=early)
     finally:

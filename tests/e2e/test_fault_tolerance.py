@@ -54,7 +54,10 @@ def test_a_worker_sigkilled_mid_epoch_is_replaced_and_the_job_is_unchanged(
     assert job["state"] == "succeeded", job["error"]
     assert job["restarts"] == 1
     (restart,) = job["restart_log"]
-    assert restart["from_step"] == 30 and "rank 1 (node" in restart["cause"]
+    # from the state rank 0 returned with the last chunk (steps 31..35): the chunk of
+    # steps 36..40 in flight is computed again, nothing before it
+    assert restart["from_step"] == 35 and restart["lost_steps"] == 5
+    assert "rank 1 (node" in restart["cause"]
     assert "worker process died" in restart["cause"]
     assert [d for _, e, d in events if e == "restart"] == [restart]  # seen live, too
     curve = httpx.get(f"{drills.url}/jobs/{job_id}/curve").json()["points"]

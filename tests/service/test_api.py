@@ -305,7 +305,8 @@ def test_event_streams_past_the_cap_get_a_503(make_app: AppFactory) -> None:
 def test_a_drill_kill_restarts_the_job_which_ends_with_every_step_once(
         make_app: AppFactory) -> None:
     """In process, a ``kill`` is reported as the rank's death (the real SIGKILL is in
-    tests/e2e/test_fault_tolerance.py); the driver restores from the last checkpoint."""
+    tests/e2e/test_fault_tolerance.py); the driver restores the state at the last chunk's
+    end (step 25): only the chunk in flight (26..30) is computed again."""
     api = make_app(cpus=1, fault_injection=True)
     blocker = api.post("/jobs", json={**ENDLESS, "workers": 1}).json()["id"]
     spec = {**SMALL, "workers": 1, "epochs": 4, "checkpoint_every": 20, "steps_per_chunk": 5}
@@ -317,7 +318,8 @@ def test_a_drill_kill_restarts_the_job_which_ends_with_every_step_once(
     api.post(f"/jobs/{blocker}/cancel")
     done = wait_job(api, job_id)
     assert done["state"] == "succeeded" and done["restarts"] == 1
-    assert done["restart_log"][0]["from_step"] == 20
+    assert done["restart_log"][0]["from_step"] == 25
+    assert done["restart_log"][0]["lost_steps"] == 5
     assert "worker process died" in done["restart_log"][0]["cause"]
     curve = api.get(f"/jobs/{job_id}/curve").json()["points"]
     assert [p["step"] for p in curve] == list(range(1, 93))

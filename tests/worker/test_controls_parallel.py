@@ -106,10 +106,10 @@ def test_deterministic_mode_gives_one_sha256_for_1_to_4_workers(ray_cluster: Any
 
 def test_a_rank_sigkilled_between_the_best_epoch_and_the_stop_stops_the_same(
         ray_cluster: Any) -> None:
-    """Checkpoints every epoch (9 steps); rank 1 is SIGKILLed in the stopping epoch. The
-    fresh group restores the checkpoint of the epoch after the best one, holding early
-    stopping's best value, one epoch of patience spent, and the best weights (no longer
-    the current ones), and stops where the undisturbed run stops, with its weights."""
+    """Rank 1 is SIGKILLed in the stopping epoch. The fresh group restores the state rank
+    0 returned with the last chunk, holding early stopping's best value, the epochs of
+    patience spent and the best weights (no longer the current ones), and stops where
+    the undisturbed run stops, with its weights."""
     spec = spec_with("all", workers=2, allreduce="mpi", checkpoint_every=STEPS_PER_EPOCH,
                      steps_per_chunk=4, max_restarts=1)
     undisturbed, records = run_job(spec)
@@ -117,11 +117,13 @@ def test_a_rank_sigkilled_between_the_best_epoch_and_the_stop_stops_the_same(
     assert early is not None and early.stopped_at_epoch is not None
     assert early.best_epoch is not None and early.stopped_at_epoch - early.best_epoch == 2
     assert records[-1].step == (early.stopped_at_epoch + 1) * STEPS_PER_EPOCH
-    restart_from = early.stopped_at_epoch * STEPS_PER_EPOCH  # one epoch after the best
-    hooks = Recorder(FaultPlan(Fault(rank=1, step=restart_from + 5, action="kill")))
+    kill_at = early.stopped_at_epoch * STEPS_PER_EPOCH + 5  # in the stopping epoch
+    hooks = Recorder(FaultPlan(Fault(rank=1, step=kill_at, action="kill")))
     resumed, replayed = run_job(spec, hooks=hooks)
-    assert [r.from_step for r in hooks.restarts] == [restart_from]
-    assert "worker process died" in hooks.restarts[0].cause
+    (restart,) = hooks.restarts
+    assert early.stopped_at_epoch * STEPS_PER_EPOCH <= restart.from_step < kill_at
+    assert restart.from_step + restart.lost_steps >= kill_at and restart.lost_steps <= 4
+    assert "worker process died" in restart.cause
     assert resumed.early_stopping == early
-    assert replayed[-1].step == records[-1].step
+    assert [r.step for r in replayed] == [r.step for r in records]  # each step once
     assert resumed.params.tobytes() == undisturbed.params.tobytes()

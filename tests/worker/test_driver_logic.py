@@ -62,12 +62,12 @@ def test_a_local_group_run_is_the_single_process_run() -> None:
     assert hooks.groups[0][0].node == "in-process"
 
 
-def test_a_death_restarts_from_the_last_checkpoint_and_changes_nothing() -> None:
+def test_a_death_restarts_from_the_last_chunk_and_changes_nothing() -> None:
     hooks, result = run(FaultPlan(Fault(0, 13, "kill")))
     params, _ = single_process_run(SPEC)
     assert result.params.tobytes() == params.tobytes()
     (restart,) = hooks.restarts
-    assert restart.number == 1 and restart.from_step == 10
+    assert restart.number == 1 and restart.from_step == 10 and restart.lost_steps == 4
     assert "injected kill" in restart.cause
     steps = [r.step for r in hooks.steps]
     # The chunk of steps 11..14 died at 13 and reported nothing; 11 on came again.
@@ -111,12 +111,12 @@ def test_a_slow_job_is_not_taken_for_a_hung_one() -> None:
         """An in-process rank that takes 0.05 s a step and enforces the driver's timeouts
         (the real worker group's ``_gather`` does; LocalGroup runs to the end)."""
 
-        def run(self, steps: int, timeout_s: float, checkpoint: bool = False) -> ChunkResult:
+        def run(self, steps: int, timeout_s: float, with_state: bool = False) -> ChunkResult:
             if steps * 0.05 > timeout_s:
                 raise GroupTimeoutError(f"{steps} steps of 0.05 s would not finish in "
                                         f"{timeout_s:g} s")
             time.sleep(steps * 0.05)
-            return super().run(steps, timeout_s, checkpoint)
+            return super().run(steps, timeout_s, with_state)
 
     spec = SPEC.model_copy(update={"steps_per_chunk": 0, "max_steps": 12, "max_restarts": 0})
     hooks = Recorder()

@@ -74,6 +74,19 @@ def test_a_sigkilled_worker_is_replaced_and_the_run_is_unchanged(undisturbed: An
     assert [r.loss for r in seen.steps] == [r.loss for r in reference_seen.steps]
 
 
+def test_a_death_far_from_any_checkpoint_replays_nothing(undisturbed: Any) -> None:
+    """With no checkpoint to go back to (checkpoint_every 1000), the fresh group carries on
+    from the state rank 0 returned with the last chunk: the restart log says one chunk was
+    lost, every step is reported once, and the weights are the undisturbed run's."""
+    spec = SPEC.model_copy(update={"checkpoint_every": 1000})
+    result, seen = run(spec, fault=Fault(rank=0, step=33, action="kill"))
+    (restart,) = seen.restarts
+    assert (restart.from_step, restart.lost_steps) == (30, 5)  # the chunk of 31..35
+    assert [c.step for c in seen.checkpoints] == [45]  # the end only, for the disk
+    assert [r.step for r in seen.steps] == list(range(1, 46))
+    assert result.params.tobytes() == undisturbed[0].params.tobytes()
+
+
 def test_two_kills_in_one_job(undisturbed: Any) -> None:
     result, seen = run(fault=Fault(rank=0, step=8, action="kill"),
                        later=[Fault(rank=1, step=31, action="kill")])
