@@ -41,6 +41,17 @@ def wait_job(http: httpx.Client, job_id: str, states: frozenset[str] | set[str] 
     return wait_for(reached, timeout_s, f"job {job_id} to reach {sorted(states)}", 0.1)
 
 
+def assert_refused(http: httpx.Client, base: dict[str, Any],
+                   cases: list[tuple[dict[str, Any], list[str | int], str]]) -> None:
+    """Each ``(override, loc, message)``: ``base`` with ``override`` is a 422 whose detail
+    names the field at ``loc`` with ``message`` in its text."""
+    for override, loc, message in cases:
+        response = http.post("/jobs", json={**base, **override})
+        assert response.status_code == 422, (override, response.text)
+        errors = response.json()["detail"]
+        assert any(e["loc"] == loc and message in e["msg"] for e in errors), (override, errors)
+
+
 def run_job(http: httpx.Client, spec: dict[str, Any], timeout_s: float = 120
             ) -> dict[str, Any]:
     """Submit ``spec`` and wait for the job to end; its final record."""

@@ -51,6 +51,17 @@ def open_page(url: str, token: str | None = None) -> Iterator[Any]:
         browser.close()
 
 
+def refused_beside(page: Any, field: str, value: str, message: str) -> None:
+    """Submit the form with ``value`` in the field named ``field``: the API's refusal,
+    with ``message`` in it, appears next to that field."""
+    tag = "textarea" if field in ("model", "optimizer.schedule", "early_stopping") else "input"
+    page.fill(f"{tag}[name='{field}']", value)
+    page.click("#submit-button")
+    error = page.locator(f"label[data-field='{field}'] .error")
+    error.wait_for(state="visible")
+    assert message in error.inner_text()
+
+
 @pytest.fixture()
 def page(server: Server) -> Iterator[Any]:
     with open_page(server.url) as opened:
@@ -67,11 +78,7 @@ def test_submit_watch_and_cancel_from_the_page(server: Server, page: Any) -> Non
 
     # An invalid field: the API's message appears next to that field, nothing is queued.
     before = httpx.get(f"{server.url}/jobs").json()["total"]
-    page.fill("input[name='optimizer.lr']", "-1")
-    page.click("#submit-button")
-    error = page.locator("label[data-field='optimizer.lr'] .error")
-    error.wait_for(state="visible")
-    assert "greater than 0" in error.inner_text()
+    refused_beside(page, "optimizer.lr", "-1", "greater than 0")
     assert httpx.get(f"{server.url}/jobs").json()["total"] == before
 
     page.fill("input[name='name']", "from-the-page")
@@ -121,16 +128,10 @@ def test_the_training_controls_from_the_form_to_the_charts(server: Server, page:
 
     # Refusals appear next to their fields: a limit, and one that depends on the data.
     before = httpx.get(f"{server.url}/jobs").json()["total"]
-    for field, value, message in (("input[name='optimizer.clip_norm']", "0", "greater than 0"),
-                                  ("input[name='optimizer.warmup_steps']", "5000",
-                                   "not shorter than the job's")):
-        page.fill(field, value)
-        page.click("#submit-button")
-        name = field.split("'")[1]
-        error = page.locator(f"label[data-field='{name}'] .error")
-        error.wait_for(state="visible")
-        assert message in error.inner_text()
-        page.fill(field, "1" if "clip" in field else "20")
+    refused_beside(page, "optimizer.clip_norm", "0", "greater than 0")
+    page.fill("input[name='optimizer.clip_norm']", "1")
+    refused_beside(page, "optimizer.warmup_steps", "5000", "not shorter than the job's")
+    page.fill("input[name='optimizer.warmup_steps']", "20")
     assert httpx.get(f"{server.url}/jobs").json()["total"] == before
 
     page.select_option("select[name='optimizer.kind']", "adamw")

@@ -26,6 +26,9 @@ class GlooAllReduce:
         from ray.util.collective.types import Backend
 
         self._collective = collective
+        # all-gather buffers, made once per (dtype, width): the sharded update gathers
+        # the parameters every step
+        self._gather_buffers: dict[tuple[str, int], tuple[Array, Array]] = {}
         collective.init_collective_group(world_size, rank, backend=Backend("gloo"),
                                          group_name=group_name, gloo_timeout=timeout_ms)
         self.rank, self.world_size, self.group_name = rank, world_size, group_name
@@ -46,8 +49,11 @@ class GlooAllReduce:
     def allgather(self, buf: Array, counts: Sequence[int]) -> None:
         # torch's all_gather takes parts of one size: each is padded to the largest.
         width, starts = max(counts), offsets(counts)
-        parts = np.zeros((self.world_size, width), dtype=buf.dtype)
-        mine = np.zeros(width, dtype=buf.dtype)
+        key = (buf.dtype.str, width)
+        if key not in self._gather_buffers:
+            self._gather_buffers[key] = (np.zeros((self.world_size, width), dtype=buf.dtype),
+                                         np.zeros(width, dtype=buf.dtype))
+        parts, mine = self._gather_buffers[key]
         mine[:counts[self.rank]] = buf[starts[self.rank]:starts[self.rank] + counts[self.rank]]
         self._collective.allgather(list(parts), mine, group_name=self.group_name)
         for rank, (start, count) in enumerate(zip(starts, counts, strict=True)):
