@@ -18,7 +18,9 @@ from typing import Annotated, Any, Literal, Self, get_args
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     model_validator,
 )
 
@@ -57,7 +59,10 @@ class StrictModel(BaseModel):
 
 
 def _takes_int(annotation: Any) -> bool:
-    return annotation is int or int in get_args(annotation)
+    """``int``, or a union or ``Annotated`` with an ``int`` in it."""
+    if annotation is int:
+        return True
+    return any(_takes_int(arg) for arg in get_args(annotation) if arg is not annotation)
 
 
 class _Strict(StrictModel):
@@ -234,6 +239,26 @@ class DataSpec(_Strict):
         return self
 
 
+def _count_or_range(value: Any) -> str:
+    """Which form of ``workers`` a value is, so an error names the one it was meant as."""
+    return "range" if isinstance(value, dict | WorkerRange) else "count"
+
+
+class WorkerRange(_Strict):
+    """An elastic job's world size: it starts as soon as ``min`` ranks fit, grows towards
+    ``max`` when CPUs come free, and shrinks (never below ``min``) when ranks are lost.
+    Its global batch stays the same whatever the size, so the training does too."""
+
+    min: int = Field(ge=1, le=256)
+    max: int = Field(ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is over max ({self.max})")
+        return self
+
+
 class JobSpec(_Strict):
     """Everything that defines one training run. Same spec + same seed = same run."""
 
@@ -248,7 +273,11 @@ class JobSpec(_Strict):
     epochs: int = Field(default=10, ge=1, le=10_000)
     max_steps: int = Field(default=0, ge=0, le=100_000_000,
                            description="stop after this many steps; 0 = all epochs")
-    workers: int = Field(default=1, ge=1, le=256)
+    workers: Annotated[Annotated[int, Field(ge=1, le=256), Tag("count")]
+                       | Annotated[WorkerRange, Tag("range")],
+                       Discriminator(_count_or_range)] = Field(
+        default=1, description="ranks: a number, or {min, max} for an elastic "
+        "job that grows and shrinks between chunks (the global batch stays the same)")
     allreduce: AllReduceName = "mpi"
     cpus_per_worker: int = Field(default=1, ge=1, le=64,
                                  description="CPUs (and BLAS threads) reserved per worker")
@@ -277,6 +306,22 @@ class JobSpec(_Strict):
     early_stopping: EarlyStoppingSpec | None = Field(
         default=None, description="stop when validation stops improving (needs a split)")
 
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.workers, WorkerRange)
+
+    @property
+    def min_workers(self) -> int:
+        return self.workers.min if isinstance(self.workers, WorkerRange) else self.workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.workers.max if isinstance(self.workers, WorkerRange) else self.workers
+
+    def with_workers(self, world_size: int) -> JobSpec:
+        """This spec at one world size (what a group of an elastic job runs)."""
+        return self.model_copy(update={"workers": world_size})
+
     def worker_memory_bytes(self) -> int:
         """What one rank's arrays take, at most: parameters, gradients and optimizer state,
         and the per-batch buffers (each layer's pre-activation, output, error and scratch,
@@ -295,10 +340,10 @@ class JobSpec(_Strict):
         """The most rows a rank computes at once: its part of a global batch, cut into
         ``accumulation_steps`` micro-batches (of whole micro-shards in deterministic mode)."""
         if self.deterministic:
-            owned = _ceil_div(self.micro_shards, self.workers)
+            owned = _ceil_div(self.micro_shards, self.min_workers)
             return (_ceil_div(owned, self.accumulation_steps)
                     * _ceil_div(self.batch_size, self.micro_shards))
-        return _ceil_div(_ceil_div(self.batch_size, self.workers), self.accumulation_steps)
+        return _ceil_div(_ceil_div(self.batch_size, self.min_workers), self.accumulation_steps)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
@@ -309,9 +354,9 @@ class JobSpec(_Strict):
                 f"(model.layers[-1].activation is {last!r})")
         if self.loss == "mse" and last == "softmax":
             raise ValueError("loss: a softmax last layer needs cross_entropy, not mse")
-        if self.deterministic and self.workers > self.micro_shards:
+        if self.deterministic and self.max_workers > self.micro_shards:
             raise ValueError(f"micro_shards: deterministic mode needs at least one per worker "
-                             f"({self.micro_shards} < {self.workers} workers)")
+                             f"({self.micro_shards} < {self.max_workers} workers)")
         if self.accumulation_steps > self.batch_size:
             raise ValueError(f"accumulation_steps: {self.accumulation_steps} micro-batches of a "
                              f"global batch of {self.batch_size} (batch_size); at most that many")
@@ -320,9 +365,9 @@ class JobSpec(_Strict):
             raise ValueError(f"optimizer.warmup_steps: {self.optimizer.warmup_steps} is not "
                              f"shorter than the job (max_steps {self.max_steps})")
         self._check_validation_users()
-        if self.allreduce == "local" and self.workers != 1:
-            raise ValueError(f"allreduce: 'local' runs in one process; workers is {self.workers}, "
-                             "use 'mpi' or 'ray' for more")
+        if self.allreduce == "local" and self.max_workers != 1:
+            raise ValueError(f"allreduce: 'local' runs in one process; workers is "
+                             f"{self.max_workers}, use 'mpi' or 'ray' for more")
         return self
 
     def _check_validation_users(self) -> None:
@@ -384,6 +429,17 @@ class RestartInfo(BaseModel):
     lost_steps: int = 0  # the steps of the chunk in flight, computed again
 
 
+class ResizeInfo(BaseModel):
+    """An elastic job's group rebuilt at another world size, from the state at ``step``."""
+
+    at: datetime
+    step: int
+    from_workers: int
+    to_workers: int
+    cause: str  # "CPUs came free", or the loss and what could be placed
+    seconds: float  # from the old group's last chunk (or its failure) to the new group up
+
+
 class JobPublic(BaseModel):
     """A job as the API returns it."""
 
@@ -400,6 +456,8 @@ class JobPublic(BaseModel):
     val_accuracy: float | None = None
     timing: Timing | None = None
     ranks: list[RankPlacement] = Field(default_factory=list)
+    world_size: int | None = None  # the ranks it runs on now (an elastic job's change)
+    resize_log: list[ResizeInfo] = Field(default_factory=list)
     error: str | None = None
     restarts: int = 0
     restart_log: list[RestartInfo] = Field(default_factory=list)

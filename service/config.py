@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     placement_timeout_s: float = Field(default=60.0, gt=0)
     join_timeout_s: float = Field(default=60.0, gt=0)
     chunk_timeout_s: float = Field(default=60.0, gt=0)
+    elastic_wait_s: float = Field(default=5.0, gt=0, le=600,
+                                  description="an elastic job waits this long to replace lost "
+                                              "ranks whole, then goes on with fewer")
 
     log_format: Literal["text", "json"] = Field(default="text",
                                                 description="json: one JSON object per line")

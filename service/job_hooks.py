@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from common.checkpoint import TrainingState, save_checkpoint
 from common.records import StepRecord, curve_stride, kept_on_curve
-from common.schemas import RankPlacement, RestartInfo
+from common.schemas import JobSpec, RankPlacement, ResizeInfo, RestartInfo
 from service import runner
 from service.config import Settings
 from service.store import SqliteJobStore
@@ -91,11 +91,16 @@ class JobHooks(runner.TrainingHooks):
 
     def __init__(self, job_id: str, store: SqliteJobStore, writer: StoreWriter,
                  settings: Settings, cancel: threading.Event, faults: runner.FaultPlan,
-                 observe_records: Callable[[list[StepRecord]], None]):
+                 observe_records: Callable[[list[StepRecord]], None],
+                 grant: Callable[[int | None], int] | None = None,
+                 resized: Callable[[int], None] = lambda size: None):
         self.job_id, self.store, self.settings = job_id, store, settings
         self._writer = writer
         self._cancel, self._faults, self._observe_records = cancel, faults, observe_records
+        self._grant, self._on_resized = grant, resized
         self._keep: Callable[[StepRecord], bool] | None = None  # all points, until started
+        #: The state at the newest chunk's end: what an interrupted job resumes from.
+        self.latest: TrainingState | None = None
 
 
     def write(self, write: Callable[[], object]) -> None:
@@ -131,6 +136,24 @@ class JobHooks(runner.TrainingHooks):
         log.warning("restart %d from step %d: %s", info.number, info.from_step, info.cause,
                     extra={"event": "restart", "job": self.job_id})
         self.write(lambda: self.store.add_restart(self.job_id, info))
+
+    def committed(self, state: TrainingState) -> None:
+        self.latest = state
+
+    def world_size(self, spec: JobSpec, current: int | None) -> int:
+        if self._grant is None:
+            return super().world_size(spec, current)
+        return self._grant(current)
+
+    def resized(self, resize: runner.Resize) -> None:
+        self._on_resized(resize.to_size)
+        info = ResizeInfo(at=datetime.fromtimestamp(resize.at, UTC), step=resize.step,
+                          from_workers=resize.from_size, to_workers=resize.to_size,
+                          cause=resize.cause, seconds=resize.seconds)
+        log.warning("resized from %d to %d workers at step %d (%.2f s): %s", info.from_workers,
+                    info.to_workers, info.step, info.seconds, info.cause,
+                    extra={"event": "resize", "job": self.job_id})
+        self.write(lambda: self.store.add_resize(self.job_id, info))
 
     def cancelled(self) -> bool:
         return self._cancel.is_set()

@@ -39,8 +39,13 @@ class JobCollector(Collector):
                                   labels=["job"])
         loss = GaugeMetricFamily("syncsgd_job_loss", "Latest training loss of each running job",
                                  labels=["job"])
+        workers = GaugeMetricFamily("syncsgd_job_workers",
+                                    "Ranks each running job trains on now (an elastic job's "
+                                    "world size changes)", labels=["job"])
         running, _ = self.store.list_jobs(JobState.running, limit=1000)
         for job in running:
+            if job.world_size is not None:
+                workers.add_metric([job.id], job.world_size)
             if job.timing is not None:
                 step_s = (job.timing.compute + job.timing.allreduce + job.timing.wait
                           + job.timing.update)
@@ -49,6 +54,7 @@ class JobCollector(Collector):
                 loss.add_metric([job.id], job.loss)
         yield speed
         yield loss
+        yield workers
 
 
 class Metrics:

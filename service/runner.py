@@ -30,7 +30,15 @@ from common.schemas import JobSpec, VerifyReport, VerifyRequest
 from service.config import Settings
 from service.datasets import check_unchanged
 from worker import cluster
-from worker.driver import GroupFactory, Recorder, Restart, TrainingHooks, TrainingResult, train
+from worker.driver import (
+    GroupFactory,
+    Recorder,
+    Resize,
+    Restart,
+    TrainingHooks,
+    TrainingResult,
+    train,
+)
 from worker.errors import GroupError, JobCancelledError, RankFailedError
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
@@ -38,8 +46,8 @@ from worker.local_group import LocalGroup
 from worker.pool import WarmPool, local_node_with_cpus
 
 __all__ = ["Fault", "FaultPlan", "GroupError", "InProcessRunner", "JobCancelledError",
-           "RankFailedError", "RankInfo", "RayRunner", "Restart", "Runner", "TrainingHooks",
-           "TrainingResult", "save_model"]
+           "RankFailedError", "RankInfo", "RayRunner", "Resize", "Restart", "Runner",
+           "TrainingHooks", "TrainingResult", "save_model"]
 
 
 class Runner(Protocol):
@@ -77,7 +85,8 @@ class _DriverRunner:
         self.options = GroupOptions(env=dict(settings.worker_env),
                                     placement_timeout_s=settings.placement_timeout_s,
                                     join_timeout_s=settings.join_timeout_s,
-                                    chunk_timeout_s=settings.chunk_timeout_s)
+                                    chunk_timeout_s=settings.chunk_timeout_s,
+                                    elastic_wait_s=settings.elastic_wait_s)
 
     def run_job(self, spec: JobSpec, hooks: TrainingHooks,
                 resume: TrainingState | None = None) -> TrainingResult:

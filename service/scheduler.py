@@ -12,6 +12,7 @@ its store writes go through one writer thread, in order.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 import threading
@@ -37,10 +38,15 @@ log = logging.getLogger("syncsgd.scheduler")
 
 @dataclass
 class _Running:
-    cpus: float
+    workers: int
+    cpus_per_worker: float = 1.0
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     by_user: bool = False  # the cancel was a user's, not the service stopping
+
+    @property
+    def cpus(self) -> float:
+        return self.workers * self.cpus_per_worker
 
 
 class Scheduler:
@@ -104,7 +110,7 @@ class Scheduler:
         """Check the job against the limits and its data, then queue it."""
         self.check(spec)
         job = self.store.create(f"job_{uuid.uuid4().hex[:16]}", spec)
-        log.info("queued: %s, %d worker(s), all-reduce %s", spec.name, spec.workers,
+        log.info("queued: %s, %s worker(s), all-reduce %s", spec.name, _workers(spec),
                  spec.allreduce, extra={"event": "submitted", "job": job.id})
         with self._lock:
             self._lock.notify_all()
@@ -120,12 +126,13 @@ class Scheduler:
         ``runs_epochs=False``: it runs a bounded number of steps (``/verify``), not
         ``spec.epochs``, so the epochs x samples limit does not apply."""
         s = self.settings
-        if spec.workers > s.max_workers_per_job:
-            raise SubmissionError("workers", f"{spec.workers} is over the limit of "
+        most = "workers.max" if spec.elastic else "workers"
+        if spec.max_workers > s.max_workers_per_job:
+            raise SubmissionError(most, f"{spec.max_workers} is over the limit of "
                                   f"{s.max_workers_per_job} (SYNCSGD_MAX_WORKERS_PER_JOB)")
-        need = spec.workers * spec.cpus_per_worker
+        need = spec.max_workers * spec.cpus_per_worker
         if need > (total := self.cluster_cpus()):
-            raise SubmissionError("workers", f"{spec.workers} x {spec.cpus_per_worker} CPU "
+            raise SubmissionError(most, f"{spec.max_workers} x {spec.cpus_per_worker} CPU "
                                   f"asked, the cluster has {total:g} CPUs")
         if spec.model.num_parameters > s.max_parameters:
             raise SubmissionError("model", f"{spec.model.num_parameters} parameters is over the "
@@ -189,8 +196,8 @@ class Scheduler:
             if job.state.terminal:
                 raise StateConflictError(f"job {job_id} is {job.state.value}; faults go to "
                                          "queued or running jobs")
-            if fault.rank >= job.spec.workers:
-                raise FieldError("rank", f"job {job_id} has ranks 0..{job.spec.workers - 1}")
+            if fault.rank >= job.spec.max_workers:
+                raise FieldError("rank", f"job {job_id} has ranks 0..{job.spec.max_workers - 1}")
             self._faults.setdefault(job_id, runner.FaultPlan()).arm(fault)
 
     def running_ids(self) -> list[str]:
@@ -223,7 +230,7 @@ class Scheduler:
             if cpus > free:
                 raise StateConflictError(f"{what} CPU needed, {free:g} free now (running "
                                          "jobs hold the rest); retry later")
-            self._running[key] = _Running(cpus)
+            self._running[key] = _Running(1, cpus)
         try:
             yield
         finally:
@@ -243,24 +250,46 @@ class Scheduler:
             if len(self._running) >= self.settings.max_concurrent_jobs:
                 return
             spec = self.store.get(job_id).spec
-            cpus = float(spec.workers * spec.cpus_per_worker)
             used = sum(r.cpus for r in self._running.values())
-            if used + cpus > total:
+            fit = int((total - used) // spec.cpus_per_worker)
+            if fit < spec.min_workers:
                 return  # strictly in order: the head waits, and so does everyone behind it
             # Marked running before anything is reserved or started: if the store refuses,
             # nothing is held and the next pass tries again.
             self.store.mark_running(job_id, 0, [])
-            running = _Running(cpus)
+            # An elastic job starts on what fits now, and grows between chunks (_grant).
+            running = _Running(min(fit, spec.max_workers), spec.cpus_per_worker)
             running.thread = threading.Thread(target=self._run, args=(job_id, spec, running),
                                               name=f"job-{job_id}", daemon=True)
             self._running[job_id] = running
             running.thread.start()
 
+    def _grant(self, running: _Running, spec: JobSpec, current: int | None) -> int:
+        """An elastic job's world size: what the queue reserved for its start, then between
+        chunks its size grown by the CPUs no job holds, when no job waits in the queue
+        (queued jobs come first)."""
+        with self._lock:
+            if current is None:
+                return running.workers
+            if self._stopping or self.store.ids_in_state(JobState.queued):
+                return current
+            free = self.cluster_cpus() - sum(r.cpus for r in self._running.values())
+            running.workers = min(spec.max_workers,
+                                  current + max(0, int(free // spec.cpus_per_worker)))
+            return running.workers
+
+    def _resized(self, running: _Running, size: int) -> None:
+        with self._lock:
+            running.workers = size  # a shrunk job frees the CPUs of the ranks it lost
+            self._lock.notify_all()
+
     def _run(self, job_id: str, spec: JobSpec, running: _Running) -> None:
         with self._lock:
             faults = self._faults.setdefault(job_id, runner.FaultPlan())
         hooks = JobHooks(job_id, self.store, self._writer, self.settings, running.cancel,
-                         faults, self._observe_records)
+                         faults, self._observe_records,
+                         grant=functools.partial(self._grant, running, spec),
+                         resized=functools.partial(self._resized, running))
         try:
             resume = self._resume_point(self.settings.checkpoint_dir(job_id))
             result = self.runner.run_job(spec, hooks, resume)
@@ -331,3 +360,8 @@ class Scheduler:
         log.info("resuming from %s", found[1], extra={"event": "resume",
                                                        "job": checkpoints.name})
         return found[0]
+
+
+def _workers(spec: JobSpec) -> str:
+    """``2``, or ``1..2`` for an elastic job."""
+    return f"{spec.min_workers}..{spec.max_workers}" if spec.elastic else str(spec.max_workers)

@@ -25,6 +25,7 @@ from common.schemas import (
     JobSpec,
     JobState,
     RankPlacement,
+    ResizeInfo,
     RestartInfo,
     Timing,
 )
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     crashes INTEGER NOT NULL DEFAULT 0,  -- service processes that died while it ran
     curve_stride INTEGER NOT NULL DEFAULT 1,
     stopped_early_at_epoch INTEGER, best_epoch INTEGER,
-    startup TEXT  -- seconds per phase from the pick to the first step (JSON)
+    startup TEXT,  -- seconds per phase from the pick to the first step (JSON)
+    resize_log TEXT NOT NULL DEFAULT '[]'  -- an elastic job's world size changes (JSON)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS points (
@@ -80,7 +82,7 @@ POINT_FIELDS = ("step", "epoch", "loss", "compute", "allreduce", "wait", "update
 ADDED_COLUMNS = (("jobs", "crashes", "INTEGER NOT NULL DEFAULT 0"),
                  ("jobs", "curve_stride", "INTEGER NOT NULL DEFAULT 1"),
                  ("jobs", "stopped_early_at_epoch", "INTEGER"), ("jobs", "best_epoch", "INTEGER"),
-                 ("jobs", "startup", "TEXT"),
+                 ("jobs", "startup", "TEXT"), ("jobs", "resize_log", "TEXT NOT NULL DEFAULT '[]'"),
                  ("points", "lr", "REAL"), ("points", "grad_norm", "REAL"))
 TIMING_FIELDS = ("compute", "allreduce", "wait", "update")
 
@@ -189,6 +191,12 @@ class SqliteJobStore:
             log = [*json.loads(row["restart_log"]), restart.model_dump(mode="json")]
             db.execute("UPDATE jobs SET restarts = ?, restart_log = ? WHERE id = ?",
                        (len(log), json.dumps(log), job_id))
+
+    def add_resize(self, job_id: str, resize: ResizeInfo) -> None:
+        with self._transaction() as db:
+            row = db.execute("SELECT resize_log FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            log = [*json.loads(row["resize_log"]), resize.model_dump(mode="json")]
+            db.execute("UPDATE jobs SET resize_log = ? WHERE id = ?", (json.dumps(log), job_id))
 
     def requeue(self, job_id: str) -> None:
         """Put an interrupted job back in the queue, in its old place (it resumes)."""
@@ -319,7 +327,9 @@ def _job(row: sqlite3.Row) -> JobPublic:
         total_steps=row["total_steps"], epoch=row["epoch"], loss=row["loss"],
         val_loss=row["val_loss"], val_accuracy=row["val_accuracy"],
         timing=Timing(**json.loads(row["timing"])) if row["timing"] else None,
-        ranks=[RankPlacement(**r) for r in json.loads(row["ranks"] or "[]")],
+        ranks=(ranks := [RankPlacement(**r) for r in json.loads(row["ranks"] or "[]")]),
+        world_size=len(ranks) or None,
+        resize_log=[ResizeInfo(**r) for r in json.loads(row["resize_log"])],
         error=row["error"], restarts=row["restarts"],
         restart_log=[RestartInfo(**r) for r in json.loads(row["restart_log"])],
         created_at=row["created_at"], curve_stride=row["curve_stride"],

@@ -16,6 +16,7 @@ this process (:class:`worker.local_group.LocalGroup`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from common.data import Dataset, check_spec_matches_data
 from common.preprocessing import Preprocessing
 from common.records import ChunkResult, EarlyStopReport, StepRecord
 from common.schemas import JobSpec
-from worker.errors import GroupError, JobCancelledError, RestartsExhaustedError
+from worker.errors import GroupError, JobCancelledError, PlacementError, RestartsExhaustedError
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
 from worker.policy import FailureDecision, RestartPolicy
@@ -79,6 +80,18 @@ class Restart:
     lost_steps: int = 0  # the chunk in flight's steps, computed again
 
 
+@dataclass(frozen=True)
+class Resize:
+    """An elastic job's group rebuilt at another world size, from the state at ``step``."""
+
+    at: float  # time.time() when the new group was up
+    step: int
+    from_size: int
+    to_size: int
+    cause: str  # "CPUs came free", or what was lost and what could be placed
+    seconds: float  # from the old group's last chunk (or its failure) to the new group up
+
+
 class TrainingHooks:
     """What the driver tells its caller between chunks, and asks it. Every method has a
     default that does nothing; override what you need. Called on the driver's thread."""
@@ -100,6 +113,18 @@ class TrainingHooks:
     def restart(self, restart: Restart) -> None:
         """A failed group is being replaced."""
 
+    def committed(self, state: TrainingState) -> None:
+        """The state at the newest chunk's end (rank 0's, in memory): what this job resumes
+        from if it is interrupted before the next."""
+
+    def world_size(self, spec: JobSpec, current: int | None) -> int:
+        """An elastic job's size: asked before its first group (``current`` None) and between
+        chunks, where an answer over ``current`` grows the group. Default: ``max`` at once."""
+        return spec.max_workers if current is None else current
+
+    def resized(self, resize: Resize) -> None:
+        """An elastic job now runs at another world size (grown, or shrunk after a loss)."""
+
     def cancelled(self) -> bool:
         """Asked before every chunk: stop the job now?"""
         return False
@@ -119,6 +144,7 @@ class Recorder(TrainingHooks):
         self.steps: list[StepRecord] = []
         self.checkpoints: list[TrainingState] = []
         self.restarts: list[Restart] = []
+        self.resizes: list[Resize] = []
         self.startup_split: dict[str, float] = {}
 
     def startup(self, split: dict[str, float]) -> None:
@@ -135,6 +161,9 @@ class Recorder(TrainingHooks):
 
     def restart(self, restart: Restart) -> None:
         self.restarts.append(restart)
+
+    def resized(self, resize: Resize) -> None:
+        self.resizes.append(resize)
 
     def faults(self) -> list[Fault]:
         return self.plan.take()
@@ -183,6 +212,10 @@ class _Latest:
     state: TrainingState | None
     in_flight: int = 0  # the steps of the chunk running now
 
+    @property
+    def step(self) -> int:
+        return self.state.step if self.state is not None else 0
+
 
 def train(spec: JobSpec, data: Dataset, options: GroupOptions,
           hooks: TrainingHooks | None = None, *, resume: TrainingState | None = None,
@@ -199,6 +232,12 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
     ``data_s``, the seconds the caller spent preparing ``data``, opens the startup split
     ``hooks.startup`` receives after the first step.
 
+    An elastic spec (``workers: {min, max}``) runs at ``hooks.world_size``: a group is
+    rebuilt larger between chunks when the hooks grant more ranks, and smaller when a
+    failed group cannot be replaced whole within ``options.elastic_wait_s``. The global
+    batch is the same at every size, so a resize changes nothing in the training (no
+    bit in deterministic mode).
+
     Raises :class:`JobCancelledError` when ``hooks.cancelled()`` turns true between
     chunks, and a :class:`worker.errors.GroupError` naming ranks and nodes on
     failure (:class:`RestartsExhaustedError` when restarts ran out).
@@ -209,14 +248,27 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
     policy = RestartPolicy(spec.max_restarts)
     restarts = 0
     split: dict[str, float] | None = {"data": data_s}  # until the first step is reported
+    size = hooks.world_size(spec, None)  # the size to make the next group at
+    current: int | None = None  # the size of the last group that ran
+    cause, since = "", 0.0  # why the next group is made, and since when (for a resize)
     while True:
         try:
-            group = make_group(spec, data, options, latest.state)
+            group, made = _make_group(make_group, spec, data, options, latest.state, size,
+                                      hooks)
             if split is not None:
                 split.update(group.startup)
-            result = _run_group(group, spec, options, hooks, latest, split)
+            if current is not None and made != current:
+                if made != size:
+                    cause = f"{cause}; {made} of {size} ranks could be placed"
+                hooks.resized(Resize(time.time(), latest.step, current, made, cause,
+                                     time.monotonic() - since))
+            current = size = made
+            outcome = _run_group(group, spec, options, hooks, latest, size, split)
             split = None
-            return dataclasses.replace(result, restarts=restarts,
+            if isinstance(outcome, int):  # grow: the same state, on more ranks
+                cause, since, size = "CPUs came free", time.monotonic(), outcome
+                continue
+            return dataclasses.replace(outcome, restarts=restarts,
                                        preprocessing=data.preprocessing)
         except GroupError as exc:
             split = None  # a restart: the first start's split is reported, or never
@@ -228,15 +280,36 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
                     f"gave up after {restarts} restart(s) (max_restarts={spec.max_restarts}); "
                     f"last failure at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {exc}") from exc
             restarts += 1
-            hooks.restart(Restart(restarts, time.time(), str(exc),
-                                  latest.state.step if latest.state is not None else 0,
+            hooks.restart(Restart(restarts, time.time(), str(exc), latest.step,
                                   latest.in_flight))
             latest.in_flight = 0
+            cause, since = f"restart {restarts} after: {exc}", time.monotonic()
+
+
+def _make_group(make_group: GroupFactory, spec: JobSpec, data: Dataset, options: GroupOptions,
+                state: TrainingState | None, size: int, hooks: TrainingHooks
+                ) -> tuple[Group, int]:
+    """A group of ``size`` ranks, and its size. An elastic job's group that cannot be
+    placed whole within ``options.elastic_wait_s`` is made as large as can be placed, down
+    to ``min``, which waits ``options.placement_timeout_s`` as a fixed job's does."""
+    if not spec.elastic:
+        return make_group(spec, data, options, state), spec.max_workers
+    short = dataclasses.replace(options, placement_timeout_s=options.elastic_wait_s)
+    for smaller in range(size, spec.min_workers, -1):
+        if hooks.cancelled():
+            raise JobCancelledError(f"cancelled at step {state.step if state else 0}")
+        with contextlib.suppress(PlacementError):
+            return make_group(spec.with_workers(smaller), data, short, state), smaller
+    return (make_group(spec.with_workers(spec.min_workers), data, options, state),
+            spec.min_workers)
 
 
 def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: TrainingHooks,
-               latest: _Latest, split: dict[str, float] | None = None) -> TrainingResult:
-    """Drive one group from its state to the end of training; shut it down in any case."""
+               latest: _Latest, size: int, split: dict[str, float] | None = None
+               ) -> TrainingResult | int:
+    """Drive one group from its state to the end of training, or (an elastic job whose
+    hooks grant more ranks between chunks) to the step boundary where it grows: then the
+    world size to grow to. Shut the group down in any case."""
     try:
         hooks.started(group.ranks, group.total_steps)
         sizer = ChunkSizer(spec.steps_per_chunk)
@@ -264,8 +337,12 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
             early = chunk.early_stopping
             if chunk.state is not None:
                 latest.state = chunk.state
+                hooks.committed(chunk.state)
                 if chunk.step == next_checkpoint:  # to disk, for a service that restarts
                     hooks.checkpoint(chunk.state)
+            if (spec.elastic and group.step < group.total_steps
+                    and (wanted := hooks.world_size(spec, size)) > size):
+                return wanted
         return TrainingResult(group.final_params(), group.step, group.ranks, group.fingerprints,
                               early_stopping=early)
     finally:

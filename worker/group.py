@@ -48,6 +48,7 @@ class GroupOptions:
     placement_timeout_s: float = 60.0  # for the CPUs to be free
     join_timeout_s: float = 60.0  # per collective join step
     chunk_timeout_s: float = 60.0  # the least a chunk is given before it counts as a hang
+    elastic_wait_s: float = 5.0  # an elastic job's wait to replace lost ranks, then it shrinks
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class WorkerGroup:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        cpus, world = spec.cpus_per_worker, spec.workers
+        cpus, world = spec.cpus_per_worker, spec.max_workers  # a fixed size: one group
         began = time.monotonic()
         placement = placement_group([{"CPU": cpus}] * world,
                                     strategy="SPREAD" if spec.placement == "spread" else "PACK")

@@ -69,14 +69,15 @@ async def job_events(job: JobDep, hub: HubDep,
                      cursor: Annotated[int, Depends(resume_cursor)]
                      ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: ``points`` (new curve points, id = last step), ``state``
-    (the job, on every state change) and ``restart`` (when its workers were replaced),
-    in order; the stream ends when the job ends. A late subscriber first gets what it
-    missed (``Last-Event-ID`` or ``?since``). Every stream of a job shares one poll of
+    (the job, on every state change), ``restart`` (when its workers were replaced) and
+    ``resize`` (an elastic job's world size changed), in order; the stream ends when the
+    job ends. A late subscriber first gets what it missed (``Last-Event-ID`` or
+    ``?since``). Every stream of a job shares one poll of
     the store (:mod:`service.event_hub`).
     """
     async with hub.follow(job.id) as watch:
         last_state: JobState | None = None
-        restarts_sent = 0
+        restarts_sent = resizes_sent = 0
         while True:
             # What the poller read together: the record, and whether every point is in.
             current, complete = watch.job, watch.complete
@@ -87,6 +88,10 @@ async def job_events(job: JobDep, hub: HubDep,
                 yield ServerSentEvent(event="restart", id=str(cursor),
                                       data=restart.model_dump(mode="json"))
                 restarts_sent += 1
+            for resize in current.resize_log[resizes_sent:]:
+                yield ServerSentEvent(event="resize", id=str(cursor),
+                                      data=resize.model_dump(mode="json"))
+                resizes_sent += 1
             if current.state != last_state:
                 last_state = current.state
                 yield ServerSentEvent(event="state", id=str(cursor),

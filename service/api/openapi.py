@@ -126,9 +126,13 @@ def _add_errors(operation: dict[str, Any], path: str, method: str, secured: bool
 
 def _add_settings_limits(schemas: dict[str, Any], settings: Settings) -> None:
     """The limits of this service's settings that bound one field each."""
-    for model in ("JobSpec", "VerifyRequest"):
-        workers = schemas[model]["properties"]["workers"]
-        workers["maximum"] = min(workers["maximum"], settings.max_workers_per_job)
+    limit = settings.max_workers_per_job
+    counts = [schemas["VerifyRequest"]["properties"]["workers"],
+              *(form for form in schemas["JobSpec"]["properties"]["workers"]["oneOf"]
+                if form.get("type") == "integer"),
+              *schemas["WorkerRange"]["properties"].values()]
+    for count in counts:  # a job's workers (a number, or an elastic range's ends)
+        count["maximum"] = min(count["maximum"], limit)
     steps = schemas["VerifyRequest"]["properties"]["steps"]
     steps["maximum"] = min(steps["maximum"], settings.max_verify_steps)
 

@@ -26,9 +26,9 @@ def verify(request: VerifyRequest, scheduler: SchedulerDep, jobs_runner: RunnerD
         raise FieldError("steps", f"{request.steps} is over the limit of "
                          f"{settings.max_verify_steps} (SYNCSGD_MAX_VERIFY_STEPS)")
     limit = settings.max_workers_per_job
-    if request.spec.workers > limit:  # unused here, but the spec is a job's: its limits hold
-        raise FieldError("spec.workers", f"{request.spec.workers} is over the limit of {limit} "
-                         "(SYNCSGD_MAX_WORKERS_PER_JOB)")
+    if request.spec.max_workers > limit:  # unused here, but the spec is a job's: its limits hold
+        raise FieldError("spec.workers", f"{request.spec.max_workers} is over the limit of "
+                         f"{limit} (SYNCSGD_MAX_WORKERS_PER_JOB)")
     try:  # validated as a job with this many workers would be
         spec = JobSpec.model_validate({**request.spec.model_dump(), "workers": request.workers})
     except ValidationError as exc:
@@ -39,8 +39,8 @@ def verify(request: VerifyRequest, scheduler: SchedulerDep, jobs_runner: RunnerD
         scheduler.check(spec, runs_epochs=False)  # its steps are bounded on their own
     except FieldError as exc:
         raise exc.within("spec") from exc
-    with scheduler.reserve(float(spec.workers * spec.cpus_per_worker),
-                           f"workers: {spec.workers} x {spec.cpus_per_worker}"):
+    with scheduler.reserve(float(spec.max_workers * spec.cpus_per_worker),
+                           f"workers: {spec.max_workers} x {spec.cpus_per_worker}"):
         try:
             return jobs_runner.verify(request.model_copy(update={"spec": spec}))
         except GroupError as exc:  # it diverged, or a rank failed: the spec's doing

@@ -151,12 +151,14 @@ $("#submit-form").addEventListener("submit", async (event) => {
 // ---- one job: live charts ------------------------------------------------------------------
 
 const TIMING = ["compute", "allreduce", "wait", "update"];
+let sizes = [];  // [step, workers] at the start and at each resize of the selected job
 
 function select(jobId) {
   if (stream) stream.close();
   selected = jobId;
   received = 0;
   lastStep = 0;
+  sizes = [];
   $("#detail").hidden = false;
   $("#detail-title").textContent = jobId;
   $("#point-count").textContent = "0";
@@ -186,8 +188,27 @@ function select(jobId) {
   { title: { text: "seconds per step (rank 0)" }, margin: { t: 40 },
     xaxis: { title: { text: "step" } }, legend: { orientation: "h" } },
   { responsive: true, displaylogo: false });
+  drawWorkers();
   refreshJobs();
   follow(jobId);
+}
+
+// The world size over the steps: constant for a fixed job, a staircase for an elastic one.
+function drawWorkers() {
+  const x = sizes.map((s) => s[0]);
+  const y = sizes.map((s) => s[1]);
+  if (sizes.length) { x.push(Math.max(lastStep, x[x.length - 1])); y.push(y[y.length - 1]); }
+  Plotly.react("workers-chart", [
+    { name: "workers", x, y, mode: "lines", line: { shape: "hv" }, fill: "tozeroy" },
+  ], { title: { text: "workers (world size)" }, margin: { t: 40 },
+       xaxis: { title: { text: "step" } }, yaxis: { rangemode: "tozero", dtick: 1 } },
+  { responsive: true, displaylogo: false });
+}
+
+function markResize(resize) {
+  if (!sizes.length) sizes.push([0, resize.from_workers]);
+  sizes.push([resize.step, resize.to_workers]);
+  drawWorkers();
 }
 
 // An EventSource cannot send the token, so the stream opens with a short-lived ticket for
@@ -202,6 +223,7 @@ async function follow(jobId) {
   stream.addEventListener("points", (event) => addPoints(JSON.parse(event.data)));
   stream.addEventListener("state", (event) => showState(JSON.parse(event.data)));
   stream.addEventListener("restart", (event) => markRestart(JSON.parse(event.data)));
+  stream.addEventListener("resize", (event) => markResize(JSON.parse(event.data)));
   const opened = stream;
   opened.addEventListener("error", () => {
     if (opened.readyState === EventSource.CLOSED && stream === opened && selected === jobId) {
@@ -229,6 +251,7 @@ function addPoints(all) {
   }, TIMING.map((_, i) => i));
   received += points.length;
   $("#point-count").textContent = String(received);
+  if (sizes.length) drawWorkers();
 }
 
 function showState(job) {
@@ -239,6 +262,10 @@ function showState(job) {
     ` · stopped early after epoch ${job.stopped_early_at_epoch}, best epoch ${job.best_epoch}`;
   $("#detail-progress").textContent = `step ${job.step}/${job.total_steps || "?"}${early}`;
   $("#detail-error").textContent = job.error || "";
+  if (!sizes.length && job.world_size !== null) {
+    sizes.push([0, job.world_size]);
+    drawWorkers();
+  }
   $("#cancel-selected").hidden = TERMINAL.has(job.state);
   if (TERMINAL.has(job.state) && stream) stream.close();  // or EventSource reconnects
   refreshJobs();

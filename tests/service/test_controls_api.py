@@ -17,6 +17,7 @@ from common.data import load_dataset
 from common.nn import Network
 from common.schemas import JobSpec
 from tests.helpers import assert_refused, run_job
+from tests.service.conftest import AppFactory
 from tests.worker.test_controls import OVERFIT
 from worker.trainer import Trainer
 
@@ -122,3 +123,37 @@ def test_the_job_record_splits_its_start_by_phase(api: TestClient) -> None:
     assert list(split) == ["queue", "data", "data and broadcast", "first step"]  # one rank
     assert all(seconds >= 0 for seconds in split.values())
     assert api.get(f"/jobs/{job['id']}").json()["startup"] == split
+
+
+BAD_RANGES: list[tuple[dict[str, Any], list[str | int], str]] = [
+    ({"workers": {"min": 2, "max": 1}}, ["body", "workers", "range"], "min (2) is over max (1)"),
+    ({"workers": {"min": 0, "max": 2}}, ["body", "workers", "range", "min"],
+     "greater than or equal to 1"),
+    ({"workers": {"min": 1}}, ["body", "workers", "range", "max"], "Field required"),
+    ({"workers": {"min": 1, "max": 3}}, ["body", "workers", "max"],
+     "3 x 1 CPU asked, the cluster has 2 CPUs"),
+    ({"workers": {"min": 1, "max": 2}, "deterministic": True, "micro_shards": 1},
+     ["body", "micro_shards"], "at least one per worker (1 < 2 workers)"),
+    ({"workers": {"min": 1, "max": 2}, "allreduce": "local"}, ["body", "allreduce"],
+     "'local' runs in one process"),
+    ({"workers": 3}, ["body", "workers"], "3 x 1 CPU asked, the cluster has 2 CPUs"),
+    ({"workers": 0}, ["body", "workers", "count"], "greater than or equal to 1"),
+]
+
+
+def test_a_bad_elastic_range_is_refused_naming_the_field(make_app: AppFactory) -> None:
+    api = make_app(max_workers_per_job=4)
+    assert_refused(api, SMALL, BAD_RANGES)
+    over = api.post("/jobs", json={**SMALL, "workers": {"min": 1, "max": 5}})
+    assert over.status_code == 422
+    assert over.json()["detail"][0]["loc"] == ["body", "workers", "max"]
+    assert "SYNCSGD_MAX_WORKERS_PER_JOB" in over.json()["detail"][0]["msg"]
+    assert api.get("/jobs").json()["total"] == 0
+
+
+def test_a_fixed_worker_count_is_recorded_as_before(api: TestClient) -> None:
+    job = run_job(api, {**SMALL, "workers": 2, "max_steps": 3})
+    assert job["spec"]["workers"] == 2 and job["resize_log"] == []
+    elastic = run_job(api, {**SMALL, "workers": {"min": 1, "max": 2}, "max_steps": 3})
+    assert elastic["state"] == "succeeded", elastic["error"]
+    assert elastic["spec"]["workers"] == {"min": 1, "max": 2}
