@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     placement_timeout_s: float = Field(default=60.0, gt=0)
     join_timeout_s: float = Field(default=60.0, gt=0)
     chunk_timeout_s: float = Field(default=60.0, gt=0)
+    supervise_interval_s: float = Field(default=1.0, gt=0, le=60,
+                                        description="how often the service checks its Ray")
     elastic_wait_s: float = Field(default=5.0, gt=0, le=600,
                                   description="an elastic job waits this long to replace lost "
                                               "ranks whole, then goes on with fewer")

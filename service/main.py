@@ -1,10 +1,11 @@
 """``create_app()``: the FastAPI application of the control plane.
 
 Its lifespan owns the service's resources: the SQLite store, the runner (by
-default the Ray connection: the embedded local Ray, or a cluster) and the job
-scheduler. On shutdown, running jobs are stopped and their workers killed
-before Ray is left, so no process of the service outlives it. Tests pass an
-in-process runner instead (:class:`service.runner.InProcessRunner`).
+default the Ray connection: the embedded local Ray, or a cluster), the job
+scheduler and the supervisor that brings a lost Ray back. On shutdown, running
+jobs are stopped and their workers killed before Ray is left, so no process of
+the service outlives it. Tests pass an in-process runner instead
+(:class:`service.runner.InProcessRunner`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from service.models import ModelCache
 from service.runner import RayRunner, Runner
 from service.scheduler import Scheduler
 from service.store import SqliteJobStore
+from service.supervisor import Supervisor
 from service.tickets import Tickets
 
 
@@ -71,14 +73,18 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
     scheduler = Scheduler(store, settings, runner, catalog,
                           observe_records=metrics.observe_records)
     scheduler.start()
+    supervisor = Supervisor(runner, scheduler, settings.supervise_interval_s)
+    supervisor.start()
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.runner, app.state.metrics = runner, metrics
+    app.state.supervisor = supervisor
     app.state.models, app.state.catalog = ModelCache(settings.model_path), catalog
     app.state.tickets = Tickets()
     app.state.hub = EventHub(store, settings.max_event_streams, settings.event_poll_s)
     try:
         yield
     finally:
+        await run_in_threadpool(supervisor.stop)  # no restart of Ray while it is left
         await run_in_threadpool(scheduler.stop)
         await run_in_threadpool(catalog.close)
         await run_in_threadpool(runner.disconnect)

@@ -65,6 +65,16 @@ class Runner(Protocol):
         """``(total, free)`` CPUs, read now (nodes may join and leave)."""
         ...
 
+    def problem(self) -> str | None:
+        """Why jobs cannot run now (the embedded Ray died, the cluster is gone); None."""
+        ...
+
+    def recover(self) -> None:
+        """Make jobs runnable again after :meth:`problem` said why not: start the embedded
+        Ray again, or join the cluster again. Raises when it could not (yet). Called on the
+        supervisor's thread, which lives as long as the service."""
+        ...
+
     def run_job(self, spec: JobSpec, hooks: TrainingHooks,
                 resume: TrainingState | None = None) -> TrainingResult:
         """Train ``spec`` to its end on this thread, reporting to ``hooks``."""
@@ -138,10 +148,26 @@ class RayRunner(_DriverRunner):
         cluster.disconnect()
 
     def cluster_cpus(self) -> tuple[float, float]:
+        """0 CPUs while Ray is down or being started again."""
         import ray
 
-        return (float(ray.cluster_resources().get("CPU", 0.0)),
-                float(ray.available_resources().get("CPU", 0.0)))
+        try:
+            return (float(ray.cluster_resources().get("CPU", 0.0)),
+                    float(ray.available_resources().get("CPU", 0.0)))
+        except Exception:
+            return 0.0, 0.0
+
+    def problem(self) -> str | None:
+        return cluster.problem(embedded=self.settings.ray_address is None)
+
+    def recover(self) -> None:
+        """Leave what is left of the lost Ray (``ray.shutdown`` ends the embedded instance's
+        remaining processes), then start or join it again."""
+        self.pool.close()
+        cluster.disconnect()
+        self.pool = WarmPool(self.settings.warm_workers, self.settings.worker_env)
+        self.make_group = functools.partial(WorkerGroup.create, pool=self.pool)
+        self.connect()
 
 
 class InProcessRunner(_DriverRunner):
@@ -161,6 +187,12 @@ class InProcessRunner(_DriverRunner):
 
     def cluster_cpus(self) -> tuple[float, float]:
         return self.cpus, self.cpus
+
+    def problem(self) -> str | None:
+        return None  # its one rank is this process: nothing to lose
+
+    def recover(self) -> None:
+        pass
 
 
 def compare_runs(one: tuple[Any, list[float]], many: tuple[Any, list[float]],

@@ -16,6 +16,7 @@ import functools
 import logging
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class _Running:
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     by_user: bool = False  # the cancel was a user's, not the service stopping
+    interrupted: str | None = None  # why its Ray was lost: it goes back to the queue
 
     @property
     def cpus(self) -> float:
@@ -63,6 +65,11 @@ class Scheduler:
         self._stopping = False
         #: Why the queue could not start jobs at its last try (None: it could).
         self.problem: str | None = None
+        #: Why no job can run now (the supervisor lost Ray; None: they can). Meanwhile
+        #: nothing starts, and submissions are queued without the CPU check.
+        self.outage: str | None = None
+        #: Interrupted jobs' states at their newest chunk's end, to resume from.
+        self._resume: dict[str, TrainingState] = {}
         self._writer = StoreWriter(self._write_lost)
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
@@ -131,7 +138,8 @@ class Scheduler:
             raise SubmissionError(most, f"{spec.max_workers} is over the limit of "
                                   f"{s.max_workers_per_job} (SYNCSGD_MAX_WORKERS_PER_JOB)")
         need = spec.max_workers * spec.cpus_per_worker
-        if need > (total := self.cluster_cpus()):
+        # While Ray is down its CPUs read 0: the job is queued, and checked when it starts.
+        if self.outage is None and need > (total := self.cluster_cpus()):
             raise SubmissionError(most, f"{spec.max_workers} x {spec.cpus_per_worker} CPU "
                                   f"asked, the cluster has {total:g} CPUs")
         if spec.model.num_parameters > s.max_parameters:
@@ -177,6 +185,7 @@ class Scheduler:
             else:
                 self.store.finish(job_id, JobState.cancelled, "cancelled while queued")
                 self._faults.pop(job_id, None)
+                self._resume.pop(job_id, None)
             self._lock.notify_all()
         return self.store.get(job_id)
 
@@ -199,6 +208,30 @@ class Scheduler:
             if fault.rank >= job.spec.max_workers:
                 raise FieldError("rank", f"job {job_id} has ranks 0..{job.spec.max_workers - 1}")
             self._faults.setdefault(job_id, runner.FaultPlan()).arm(fault)
+
+    def suspend(self, reason: str) -> None:
+        """Ray is lost: interrupt every running job (each goes back to the queue with its
+        in-memory state) and start nothing until :meth:`resume`."""
+        with self._lock:
+            self.outage = reason
+            for running in self._running.values():
+                running.interrupted = reason
+                running.cancel.set()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the interrupted jobs to leave; have they?"""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while any(r.thread is not None for r in self._running.values()):
+                if (left := deadline - time.monotonic()) <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
+
+    def resume(self) -> None:
+        with self._lock:
+            self.outage = None
+            self._lock.notify_all()
 
     def running_ids(self) -> list[str]:
         with self._lock:
@@ -244,6 +277,8 @@ class Scheduler:
             return self.cluster_cpus() - sum(r.cpus for r in self._running.values())
 
     def _start_what_fits(self) -> None:
+        if self.outage is not None:
+            return
         queued = self.store.ids_in_state(JobState.queued)
         total = self.cluster_cpus() if queued else 0.0
         for job_id in queued:
@@ -271,7 +306,7 @@ class Scheduler:
         with self._lock:
             if current is None:
                 return running.workers
-            if self._stopping or self.store.ids_in_state(JobState.queued):
+            if self._stopping or self.outage or self.store.ids_in_state(JobState.queued):
                 return current
             free = self.cluster_cpus() - sum(r.cpus for r in self._running.values())
             running.workers = min(spec.max_workers,
@@ -291,7 +326,9 @@ class Scheduler:
                          grant=functools.partial(self._grant, running, spec),
                          resized=functools.partial(self._resized, running))
         try:
-            resume = self._resume_point(self.settings.checkpoint_dir(job_id))
+            with self._lock:  # an interrupted job's state in memory, else its checkpoint
+                resume = self._resume.pop(job_id, None)
+            resume = resume or self._resume_point(self.settings.checkpoint_dir(job_id))
             result = self.runner.run_job(spec, hooks, resume)
             self._writer.flush()  # every point is recorded, or the job fails
             if job_id in self._lost:
@@ -303,16 +340,11 @@ class Scheduler:
             self._end(job_id, JobState.succeeded)
             log.info("succeeded after %d steps, %d restart(s)", result.steps, result.restarts,
                      extra={"event": "succeeded", "job": job_id})
-        except runner.JobCancelledError as exc:
-            if job_id in self._lost:
-                self._end(job_id, JobState.failed, self._lost[job_id])
-            elif self._stopping and not running.by_user:  # resume at the next start
-                self._writer.put(lambda: self.store.requeue(job_id), job_id)
-            else:
-                log.info("%s", exc, extra={"event": "cancelled", "job": job_id})
-                self._end(job_id, JobState.cancelled, str(exc))
         except Exception as exc:
-            self._failed(job_id, exc)
+            if running.interrupted is None:
+                self._ended(job_id, running, exc)
+            else:
+                self._interrupted(job_id, hooks.latest, running.interrupted, exc)
         finally:
             self._writer.flush()
             with self._lock:
@@ -320,6 +352,31 @@ class Scheduler:
                 self._faults.pop(job_id, None)
                 self._lost.pop(job_id, None)
                 self._lock.notify_all()
+
+    def _interrupted(self, job_id: str, state: TrainingState | None, reason: str,
+                     exc: Exception) -> None:
+        """Ray was lost under the job: back to the queue, to resume from ``state``."""
+        log.warning("interrupted (%s: %s); requeued to resume from step %d", reason,
+                    type(exc).__name__, state.step if state else 0,
+                    extra={"event": "requeued", "job": job_id})
+        if state is not None:
+            with self._lock:
+                self._resume[job_id] = state
+        self._writer.put(lambda: self.store.requeue(job_id), job_id)
+
+    def _ended(self, job_id: str, running: _Running, exc: Exception) -> None:
+        """The job stopped with ``exc``: cancelled, requeued by a stopping service, or
+        failed."""
+        if isinstance(exc, runner.JobCancelledError):
+            if job_id in self._lost:
+                self._end(job_id, JobState.failed, self._lost[job_id])
+            elif self._stopping and not running.by_user:  # resume at the next start
+                self._writer.put(lambda: self.store.requeue(job_id), job_id)
+            else:
+                log.info("%s", exc, extra={"event": "cancelled", "job": job_id})
+                self._end(job_id, JobState.cancelled, str(exc))
+        else:
+            self._failed(job_id, exc)
 
     def _write_lost(self, job_id: str | None, exc: Exception) -> None:
         """A store write of ``job_id`` failed for good: stop the job and fail it, rather than

@@ -85,6 +85,15 @@ def streamed_steps(events: list[tuple[float, str, Any]]) -> list[int]:
     return [p["step"] for _, event, data in events if event == "points" for p in data]
 
 
+def curve_steps(http: httpx.Client, job_id: str) -> list[int]:
+    """The steps of the job's whole curve, read page by page."""
+    steps: list[int] = []
+    while page := http.get(f"/jobs/{job_id}/curve",
+                           params={"since": steps[-1] if steps else 0}).json()["points"]:
+        steps += [p["step"] for p in page]
+    return steps
+
+
 def model_params(http: httpx.Client, job_id: str) -> bytes:
     """The bytes of a succeeded job's downloaded flat parameters."""
     response = http.get(f"/jobs/{job_id}/model")

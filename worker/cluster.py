@@ -71,3 +71,44 @@ def disconnect() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+def problem(embedded: bool) -> str | None:
+    """Why this process's Ray cannot run jobs now, or None.
+
+    The embedded instance is lost when one of its head processes has died (the raylet
+    killed by the OOM killer, say; seen at once from the process handles), when its
+    node is no longer alive, or when its CPUs fall to 0. A cluster is lost when it does
+    not answer or has no live node (0 CPUs is allowed: worker nodes may not have joined).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return "not connected to Ray"
+    if embedded and (dead := _dead_head_processes()):
+        return f"the embedded Ray lost its {', '.join(sorted(dead))} process (killed or crashed)"
+    try:
+        alive = [node for node in ray.nodes() if node.get("Alive")]
+        cpus = ray.cluster_resources().get("CPU", 0.0)
+    except Exception as exc:  # the GCS is gone, or does not answer
+        return f"Ray does not answer: {type(exc).__name__}: {exc}"
+    if not alive:
+        return "no Ray node is alive"
+    if embedded and cpus == 0:
+        return "the embedded Ray has 0 CPUs"
+    return None
+
+
+def _dead_head_processes() -> set[str]:
+    """The kinds of this process's embedded Ray processes that have exited (raylet,
+    gcs_server...). Ray keeps their ``Popen`` handles on its node object; there is no
+    public API for them, so a Ray without that object reports none (the node liveness
+    check of :func:`problem` still sees the loss, some seconds later)."""
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:
+        return set()
+    node = getattr(ray_worker, "_global_node", None)
+    processes = getattr(node, "all_processes", None) or {}
+    return {kind for kind, infos in processes.items()
+            for info in infos if info.process.poll() is not None}

@@ -244,6 +244,7 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
     """
     check_spec_matches_data(spec, data)
     hooks = hooks or TrainingHooks()
+    options = dataclasses.replace(options, cancelled=hooks.cancelled)
     latest = _Latest(resume)
     policy = RestartPolicy(spec.max_restarts)
     restarts = 0
@@ -272,6 +273,8 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
                                        preprocessing=data.preprocessing)
         except GroupError as exc:
             split = None  # a restart: the first start's split is reported, or never
+            if hooks.cancelled():  # not worth a fresh group (the service may be losing Ray)
+                raise JobCancelledError(f"cancelled at step {latest.step} after: {exc}") from exc
             decision = policy.decide(exc, restarts)
             if decision is FailureDecision.RAISE:
                 raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from common.schemas import JobSpec
 from worker.actor import RankWorker
 from worker.errors import (
     GroupTimeoutError,
+    JobCancelledError,
     PlacementError,
     RankFailedError,
     RankFailure,
@@ -36,6 +38,8 @@ from worker.pool import WarmPool
 
 Array = npt.NDArray[Any]
 
+#: How often a wait for CPUs asks whether the job was cancelled meanwhile.
+PLACEMENT_POLL_S = 0.25
 #: After the first failed rank, how long to collect its peers' errors to report them together.
 GRACE_S = 0.5
 
@@ -49,6 +53,8 @@ class GroupOptions:
     join_timeout_s: float = 60.0  # per collective join step
     chunk_timeout_s: float = 60.0  # the least a chunk is given before it counts as a hang
     elastic_wait_s: float = 5.0  # an elastic job's wait to replace lost ranks, then it shrinks
+    #: Asked while waiting for CPUs: stop waiting (the job was cancelled or interrupted)?
+    cancelled: Callable[[], bool] = field(default=lambda: False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,23 @@ class RankInfo:
     pid: int
     hostname: str
     node: str
+
+
+def _placed(placement: Any, options: GroupOptions) -> bool:
+    """Wait for ``placement``'s CPUs up to ``options.placement_timeout_s``; False if they did
+    not come. Raises :class:`JobCancelledError` (the group removed) as soon as the job is
+    cancelled meanwhile."""
+    import ray
+
+    deadline = time.monotonic() + options.placement_timeout_s
+    ready = placement.ready()
+    while (left := deadline - time.monotonic()) > 0:
+        if ray.wait([ready], timeout=min(left, PLACEMENT_POLL_S))[0]:
+            return True
+        if options.cancelled():
+            ray.util.remove_placement_group(placement)
+            raise JobCancelledError("cancelled while waiting for CPUs")
+    return False
 
 
 class WorkerGroup:
@@ -95,7 +118,7 @@ class WorkerGroup:
         began = time.monotonic()
         placement = placement_group([{"CPU": cpus}] * world,
                                     strategy="SPREAD" if spec.placement == "spread" else "PACK")
-        ready, _ = ray.wait([placement.ready()], timeout=options.placement_timeout_s)
+        ready = _placed(placement, options)
         if not ready:
             ray.util.remove_placement_group(placement)
             total = ray.cluster_resources().get("CPU", 0)

@@ -28,16 +28,17 @@ class Health(BaseModel):
     event_streams: int | None = None  # open GET /jobs/{id}/events streams (likewise)
 
 
-@router.get("/healthz", responses={503: {"model": Health,
-                                         "description": "degraded: the queue cannot start jobs"}})
+@router.get("/healthz", responses={503: {
+    "model": Health, "description": "degraded: Ray was lost and is being brought back (the "
+    "running jobs are requeued), or the queue cannot start jobs"}})
 def healthz(store: StoreDep, scheduler: SchedulerDep, jobs_runner: RunnerDep, hub: HubDep,
             settings: SettingsDep, credentials: Credentials, response: Response) -> Health:
     """Liveness, and the CPUs the service has; public, so that a load balancer or compose
     can ask it. Job ids and counts only with the token where reads need one."""
     total, free = jobs_runner.cluster_cpus()
     health = Health(status="ok", cluster_cpus=total, free_cpus=free)
-    if scheduler.problem is not None:
-        health.status, health.problem = "degraded", scheduler.problem
+    if (problem := scheduler.outage or scheduler.problem) is not None:
+        health.status, health.problem = "degraded", problem
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     if not settings.reads_need_token or authorized(settings, credentials):
         health.running, health.jobs = scheduler.running_ids(), store.count_by_state()

@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.helpers import Server, service_fixture
 from tests.e2e.test_dashboard import open_page
-from tests.helpers import collect_events, model_params, wait_for, wait_job
+from tests.helpers import collect_events, curve_steps, model_params, wait_for, wait_job
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +34,6 @@ def workers_gauge(server: Server, job_id: str) -> float | None:
     text = server.http.get("/metrics").text
     match = re.search(rf'^syncsgd_job_workers{{job="{job_id}"}} (\S+)$', text, re.MULTILINE)
     return float(match.group(1)) if match else None
-
-
-def curve_steps(server: Server, job_id: str) -> list[int]:
-    """The steps of the job's whole curve, page by page."""
-    steps: list[int] = []
-    while page := server.http.get(f"/jobs/{job_id}/curve",
-                                  params={"since": steps[-1] if steps else 0}).json()["points"]:
-        steps += [p["step"] for p in page]
-    return steps
 
 
 def running_at(server: Server, job_id: str, size: int) -> dict[str, Any] | None:
@@ -75,7 +66,7 @@ def test_an_elastic_job_starts_on_what_is_free_grows_and_keeps_its_bits(server: 
     assert job["restarts"] == 0
 
     # Every step once, and the stream tells the resize where it happened.
-    assert curve_steps(server, elastic) == list(range(1, ELASTIC["max_steps"] + 1))
+    assert curve_steps(server.http, elastic) == list(range(1, ELASTIC["max_steps"] + 1))
     events = collect_events(server.http, elastic)
     resizes = [data for _, kind, data in events if kind == "resize"]
     assert resizes == job["resize_log"]

@@ -1,0 +1,87 @@
+"""Watching the service's Ray, and bringing it back.
+
+Every ``interval_s`` the supervisor asks the runner whether jobs can run
+(:meth:`service.runner.Runner.problem`). When they cannot (the embedded Ray's
+raylet was killed, say, as the kernel's OOM killer might):
+
+1. ``/healthz`` answers 503 with the reason, and the scheduler is suspended: its
+   running jobs are interrupted and go back to the queue with the state they
+   reached at their newest chunk's end (in memory), new submissions are queued
+   rather than refused for want of CPUs, and nothing starts;
+2. once the interrupted jobs have left, the runner recovers (the embedded Ray is
+   shut down and started again; a cluster is joined again), tried with a growing
+   backoff until it works;
+3. the scheduler resumes, and the requeued jobs carry on from where they were.
+
+The recovery runs on the supervisor's own thread: it lives as long as the service,
+and Ray ties the processes it starts to the thread that started them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from service.runner import Runner
+from service.scheduler import Scheduler
+
+log = logging.getLogger("syncsgd.supervisor")
+
+#: Waits between tries to bring Ray back, the last one repeated.
+BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: How long interrupted jobs get to leave their groups before Ray is restarted anyway.
+DRAIN_S = 30.0
+
+
+class Supervisor:
+    def __init__(self, runner: Runner, scheduler: Scheduler, interval_s: float = 1.0):
+        self.runner, self.scheduler, self.interval_s = runner, scheduler, interval_s
+        #: Why jobs cannot run now (``/healthz`` answers 503 with it); None when they can.
+        self.outage: str | None = None
+        self.recoveries = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                problem = self.runner.problem()
+            except Exception as exc:  # the check itself failed: that is the answer
+                problem = f"{type(exc).__name__}: {exc}"
+            if problem is not None:
+                self._recover(problem)
+
+    def _recover(self, problem: str) -> None:
+        began = time.monotonic()
+        self.outage = problem
+        log.error("jobs cannot run: %s; requeueing the running jobs and restarting Ray",
+                  problem, extra={"event": "ray-lost"})
+        self.scheduler.suspend(problem)
+        self.scheduler.drain(DRAIN_S)
+        attempt = 0
+        while not self._stop.wait(BACKOFF_S[min(attempt, len(BACKOFF_S)) - 1] if attempt else 0):
+            attempt += 1
+            try:
+                self.runner.recover()
+                if (still := self.runner.problem()) is not None:
+                    raise RuntimeError(still)
+                break
+            except Exception as exc:
+                self.outage = f"{problem}; restart {attempt} failed: {exc}"
+                log.warning("Ray restart %d failed: %s", attempt, exc,
+                            extra={"event": "ray-restart-failed"})
+        else:
+            return  # the service is stopping
+        self.recoveries += 1
+        self.outage = None
+        self.scheduler.resume()
+        log.warning("Ray is back after %.1f s; the queue goes on", time.monotonic() - began,
+                    extra={"event": "ray-back"})
