@@ -55,8 +55,8 @@ def test_a_killed_raylet_is_restarted_and_the_job_resumes_bit_for_bit(server: Se
     old_instance = set(server.ray_processes())
     os.kill(raylet_pid(server), signal.SIGKILL)
 
-    status, body = wait_for(lambda: (h := health(server))[0] == 503 and h, 30,
-                            "/healthz to report the lost Ray")
+    _, body = wait_for(lambda: (h := health(server))[0] == 503 and h, 30,
+                       "/healthz to report the lost Ray")
     assert body["status"] == "degraded" and "raylet" in str(body["problem"]), body
     during = server.http.post("/jobs", json={**SPEC, "name": "during", "max_steps": 50})
     assert during.status_code == 201, during.text  # queued, not "the cluster has 0 CPUs"
