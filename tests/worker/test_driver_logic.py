@@ -8,12 +8,13 @@ import time
 import pytest
 
 from common.data import load_dataset
-from common.schemas import JobSpec
+from common.schemas import JobSpec, WorkerRange
 from tests.reference import single_process_run
 from worker.driver import Recorder, TrainingResult, train
 from worker.errors import (
     GroupTimeoutError,
     JobCancelledError,
+    PlacementError,
     RankFailedError,
     RankFailure,
     RestartsExhaustedError,
@@ -123,3 +124,97 @@ def test_a_slow_job_is_not_taken_for_a_hung_one() -> None:
     result = train(spec, load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype),
                    GroupOptions(chunk_timeout_s=0.15), hooks, make_group=SlowGroup.create)
     assert result.steps == 12 and hooks.restarts == []
+
+
+class Cluster:
+    """A pretend cluster of ``free`` rank slots for the driver's elastic decisions: a group
+    larger than it is refused as Ray's placement would be, after the wait it was given."""
+
+    def __init__(self, free: int):
+        self.free = free
+        self.asked: list[tuple[int, float]] = []  # (world size, placement wait) per try
+
+    def make_group(self, spec: JobSpec, data, options: GroupOptions, state):  # type: ignore[no-untyped-def]
+        self.asked.append((spec.max_workers, options.placement_timeout_s))
+        if spec.max_workers > self.free:
+            raise PlacementError(f"workers: {spec.max_workers} asked, {self.free} free")
+        return LocalGroup.create(spec, data, options, state)
+
+
+class ElasticHooks(Recorder):
+    """Grants ``grow_to`` ranks between chunks once ``grow_at`` steps are reported."""
+
+    def __init__(self, plan: FaultPlan | None = None, start: int = 2, grow_to: int = 0,
+                 grow_at: int = 0):
+        super().__init__(plan)
+        self.start, self.grow_to, self.grow_at = start, grow_to, grow_at
+
+    def world_size(self, spec: JobSpec, current: int | None) -> int:
+        if current is None:
+            return self.start
+        if self.grow_to and self.steps and self.steps[-1].step >= self.grow_at:
+            return max(current, self.grow_to)
+        return current
+
+
+ELASTIC = SPEC.model_copy(update={"workers": WorkerRange(min=1, max=3)})
+
+
+def run_elastic(hooks: Recorder, cluster: Cluster) -> TrainingResult:
+    data = load_dataset(ELASTIC.data, seed=ELASTIC.seed, dtype=ELASTIC.dtype)
+    options = GroupOptions(placement_timeout_s=60.0, elastic_wait_s=0.5)
+    return train(ELASTIC, data, options, hooks, make_group=cluster.make_group)
+
+
+def test_a_lost_rank_that_cannot_be_replaced_shrinks_the_group() -> None:
+    cluster = Cluster(free=2)
+    hooks = ElasticHooks(FaultPlan(Fault(0, 13, "kill")), start=2)
+    place = cluster.make_group
+
+    def losing_a_slot(spec, data, options, state):  # type: ignore[no-untyped-def]
+        if hooks.restarts:  # after the death: its node is gone
+            cluster.free = 1
+        return place(spec, data, options, state)
+
+    cluster.make_group = losing_a_slot  # type: ignore[method-assign]
+    result = run_elastic(hooks, cluster)
+    params, _ = single_process_run(SPEC)
+    assert result.params.tobytes() == params.tobytes()
+    # The whole size is tried for the short elastic wait only, then one fewer.
+    assert cluster.asked == [(2, 0.5), (2, 0.5), (1, 60.0)]
+    (resize,) = hooks.resizes
+    assert (resize.from_size, resize.to_size, resize.step) == (2, 1, 10)  # the last chunk's end
+    assert "restart 1 after" in resize.cause and "1 of 2 ranks could be placed" in resize.cause
+    assert [r.step for r in hooks.steps] == list(range(1, 31))
+
+
+def test_an_elastic_group_grows_at_a_chunk_boundary_when_granted() -> None:
+    cluster = Cluster(free=3)
+    hooks = ElasticHooks(start=1, grow_to=3, grow_at=8)
+    result = run_elastic(hooks, cluster)
+    params, _ = single_process_run(SPEC)
+    assert result.params.tobytes() == params.tobytes()
+    (resize,) = hooks.resizes
+    assert (resize.from_size, resize.to_size, resize.step) == (1, 3, 8)
+    assert resize.cause == "CPUs came free" and resize.seconds >= 0
+    assert [size for size, _ in cluster.asked] == [1, 3]
+    assert [r.step for r in hooks.steps] == list(range(1, 31))
+
+
+def test_below_min_the_group_waits_as_a_fixed_one_and_a_cancelled_job_places_nothing() -> None:
+    spec = SPEC.model_copy(update={"workers": WorkerRange(min=2, max=3)})
+    cluster = Cluster(free=1)
+    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
+    with pytest.raises(PlacementError):
+        train(spec, data, GroupOptions(placement_timeout_s=60.0, elastic_wait_s=0.5),
+              ElasticHooks(start=3), make_group=cluster.make_group)
+    assert cluster.asked == [(3, 0.5), (2, 60.0)]  # never below min
+
+    class Cancelled(ElasticHooks):
+        def cancelled(self) -> bool:
+            return True
+
+    cluster.asked.clear()
+    with pytest.raises(JobCancelledError):
+        train(spec, data, GroupOptions(), Cancelled(start=3), make_group=cluster.make_group)
+    assert cluster.asked == []
