@@ -91,6 +91,7 @@ def main() -> None:
     rows += run_json("bench.data")["results"]
     startup = run_json("bench.startup")["results"]
     rows += startup
+    rows += run_json("bench.recovery")["results"]
     model = run_json("bench.model")
     rows += model["results"]
     report = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit(),

@@ -42,6 +42,9 @@ Array = npt.NDArray[Any]
 PLACEMENT_POLL_S = 0.25
 #: After the first failed rank, how long to collect its peers' errors to report them together.
 GRACE_S = 0.5
+#: ... when every failure so far is a dead process: its peers are blocked in a collective
+#: and will not answer, so wait only for deaths at the same moment (a lost node's ranks).
+DEATH_GRACE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,8 @@ class WorkerGroup:
         while pending:
             remaining = deadline - time.monotonic()
             if failures:
-                remaining = min(remaining, GRACE_S)
+                grace = DEATH_GRACE_S if all(f.died for f in failures) else GRACE_S
+                remaining = min(remaining, grace)
             if remaining <= 0:
                 break
             ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)

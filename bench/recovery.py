@@ -1,0 +1,160 @@
+"""What a failure and a resize cost, on the embedded Ray (2 CPUs): the benchmark MLP
+(:mod:`bench.workload`, 784-1024-1024-10) with 2 MPI workers, chunks of about a second (the
+default), a checkpoint every 200 steps.
+
+- **A rank's death** (SIGKILL of rank 1 just before step 350): the seconds from the death
+  to the failure's detection, and from there to the first step of the fresh group; the
+  steps lost (the chunk in flight). Against it, recovery as it was before the driver kept
+  the last chunk's state: the same restart, then a replay from the last disk checkpoint
+  (step 200), its steps at the measured step time.
+- **A resize** (``workers: {min 1, max 2}``, granted 2 after step 200): the seconds from the
+  last step on 1 worker to the first on 2, less one step; against it, the same gap of the
+  death's restart.
+
+Times come from the driver's hooks on this process's clock: ``records`` when a chunk's
+steps arrive, ``restart`` when the failure was decided. Medians of ``--repeat`` runs.
+Prints JSON.
+
+    python -m bench.recovery [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import json
+import statistics
+import time
+from typing import Any
+
+from bench.machine import machine_info
+from bench.workload import job_spec
+from common.data import load_dataset
+from common.records import StepRecord
+from common.schemas import JobSpec
+from worker import cluster
+from worker.driver import Recorder, Restart, train
+from worker.faults import Fault, FaultPlan
+from worker.group import GroupOptions, WorkerGroup
+from worker.pool import WarmPool, local_node_with_cpus
+
+SPEC = {**job_spec(), "max_steps": 400, "checkpoint_every": 200}
+KILL_AT = 350
+GROW_AFTER = 200
+
+
+class TimedHooks(Recorder):
+    """A recorder that notes when each chunk's records and each restart arrived; grants
+    ``grow_to`` ranks to an elastic job once ``grow_after`` steps are in."""
+
+    def __init__(self, plan: FaultPlan | None = None, grow_to: int = 0):
+        super().__init__(plan)
+        self.grow_to = grow_to
+        self.arrivals: list[tuple[float, int, int]] = []  # (time, first step, last step)
+        self.restart_at: float | None = None
+
+    def records(self, records: list[StepRecord]) -> None:
+        super().records(records)
+        self.arrivals.append((time.monotonic(), records[0].step, records[-1].step))
+
+    def restart(self, restart: Restart) -> None:
+        super().restart(restart)
+        self.restart_at = time.monotonic()
+
+    def world_size(self, spec: JobSpec, current: int | None) -> int:
+        if current is None:
+            return 1 if self.grow_to else spec.max_workers
+        grown = self.grow_to and self.steps and self.steps[-1].step >= GROW_AFTER
+        return max(current, self.grow_to) if grown else current
+
+    def step_s(self) -> float:
+        """The median seconds per step over chunks that follow a whole chunk (not a group's
+        one-step first chunk, which includes its start)."""
+        gaps = [(b[0] - a[0]) / (b[2] - a[2]) for a, b in itertools.pairwise(self.arrivals)
+                if a[2] > a[1] and b[2] > b[1] and a[2] + 1 == b[1]]
+        return statistics.median(gaps)
+
+    def gap_at(self, step: int) -> float:
+        """Seconds between the arrival of the chunk ending at ``step`` and the next."""
+        index = next(i for i, a in enumerate(self.arrivals) if a[2] == step)
+        return self.arrivals[index + 1][0] - self.arrivals[index][0]
+
+
+def one_death(make_group: Any) -> dict[str, float]:
+    spec = JobSpec.model_validate(SPEC)
+    hooks = TimedHooks(FaultPlan(Fault(1, KILL_AT, "kill")))
+    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
+    train(spec, data, GroupOptions(), hooks, make_group=make_group)
+    (restart,) = hooks.restarts
+    step_s = hooks.step_s()
+    last = max(a for a in hooks.arrivals if a[2] <= restart.from_step)
+    died_at = last[0] + (KILL_AT - 1 - restart.from_step) * step_s  # it ran those first
+    back = next(a for a in hooks.arrivals if a[0] > (hooks.restart_at or 0))
+    assert hooks.restart_at is not None
+    replayed = KILL_AT - 1 - (KILL_AT - 1) // spec.checkpoint_every * spec.checkpoint_every
+    return {"detect_s": hooks.restart_at - died_at, "restart_s": back[0] - hooks.restart_at,
+            "lost_steps": restart.lost_steps, "replayed_steps_from_checkpoint": replayed,
+            "step_s": step_s}
+
+
+def one_resize(make_group: Any) -> dict[str, float]:
+    spec = JobSpec.model_validate({**SPEC, "workers": {"min": 1, "max": 2}})
+    hooks = TimedHooks(grow_to=2)
+    data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
+    train(spec, data, GroupOptions(), hooks, make_group=make_group)
+    (resize,) = hooks.resizes
+    one_step = hooks.step_s()
+    return {"gap_s": hooks.gap_at(resize.step) - one_step, "group_s": resize.seconds,
+            "at_step": resize.step}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    cluster.connect(None, num_cpus=2)
+    pool = WarmPool(2)
+    if (node := local_node_with_cpus()) is not None:
+        pool.fill(node)
+    make_group = functools.partial(WorkerGroup.create, pool=pool)
+    try:
+        one_death(make_group)  # warm-up: Ray's first workers, imports, the dataset
+        deaths = [one_death(make_group) for _ in range(args.repeat)]
+        resizes = [one_resize(make_group) for _ in range(args.repeat)]
+    finally:
+        pool.close()
+        cluster.disconnect()
+    death = {key: statistics.median(d[key] for d in deaths) for key in deaths[0]}
+    resize = {key: statistics.median(r[key] for r in resizes) for key in resizes[0]}
+    back = death["detect_s"] + death["restart_s"]
+    # Where training is back at the step it died at: with the replay, after the replayed
+    # steps too (at the measured step time), and the lost chunk in both.
+    replay = back + death["replayed_steps_from_checkpoint"] * death["step_s"]
+    no_replay = back + death["lost_steps"] * death["step_s"]
+    results = [
+        {"name": "a rank's death to training at its step again, embedded, 2 MPI workers "
+                 "(no replay vs replay from a checkpoint "
+                 f"{death['replayed_steps_from_checkpoint']:g} steps back)",
+         "project": no_replay, "reference": replay, "unit": "s", "ratio": replay / no_replay,
+         "goal": None, "reference_is": "the same restart, then the replay from the last "
+                                       "checkpoint at the measured step time",
+         "split_s": death},
+        {"name": "steps computed again per failure, embedded, 2 MPI workers",
+         "project": death["lost_steps"], "reference": death["replayed_steps_from_checkpoint"],
+         "unit": "steps", "ratio": death["replayed_steps_from_checkpoint"] / death["lost_steps"],
+         "goal": None, "reference_is": "a replay from the last checkpoint (every 200 steps)"},
+        {"name": "resize 1 -> 2 workers, embedded: last step on 1 to first step on 2, less "
+                 "a step",
+         "project": resize["gap_s"], "reference": death["restart_s"], "unit": "s",
+         "ratio": death["restart_s"] / resize["gap_s"], "goal": None,
+         "reference_is": "a restart after a death (decision to first step), same run",
+         "split_s": resize},
+    ]
+    print(json.dumps({"benchmark": "recovery", "machine": machine_info(),
+                      "results": results, "runs": {"deaths": deaths, "resizes": resizes}},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()
