@@ -93,21 +93,21 @@ class JobHooks(runner.TrainingHooks):
                  settings: Settings, cancel: threading.Event, faults: runner.FaultPlan,
                  observe_records: Callable[[list[StepRecord]], None],
                  grant: Callable[[int | None], int] | None = None,
-                 resized: Callable[[int], None] = lambda size: None):
+                 placed: Callable[[int], None] = lambda size: None):
         self.job_id, self.store, self.settings = job_id, store, settings
         self._writer = writer
         self._cancel, self._faults, self._observe_records = cancel, faults, observe_records
-        self._grant, self._on_resized = grant, resized
+        self._grant, self._on_placed = grant, placed
         self._keep: Callable[[StepRecord], bool] | None = None  # all points, until started
         #: The state at the newest chunk's end: what an interrupted job resumes from.
         self.latest: TrainingState | None = None
-
 
     def write(self, write: Callable[[], object]) -> None:
         """A store write of this job, in order, retried; a lost one fails the job."""
         self._writer.put(write, self.job_id)
 
     def started(self, ranks: list[runner.RankInfo], total_steps: int) -> None:
+        self._on_placed(len(ranks))  # what an elastic job holds now, granted or not
         placements = [RankPlacement(rank=r.rank, node=r.node, pid=r.pid) for r in ranks]
         for rank in placements:
             log.info("started on node %s, pid %d", rank.node, rank.pid,
@@ -146,7 +146,6 @@ class JobHooks(runner.TrainingHooks):
         return self._grant(current)
 
     def resized(self, resize: runner.Resize) -> None:
-        self._on_resized(resize.to_size)
         info = ResizeInfo(at=datetime.fromtimestamp(resize.at, UTC), step=resize.step,
                           from_workers=resize.from_size, to_workers=resize.to_size,
                           cause=resize.cause, seconds=resize.seconds)

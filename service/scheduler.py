@@ -313,9 +313,11 @@ class Scheduler:
                                   current + max(0, int(free // spec.cpus_per_worker)))
             return running.workers
 
-    def _resized(self, running: _Running, size: int) -> None:
+    def _placed(self, running: _Running, size: int) -> None:
+        """An elastic job's group is up with ``size`` ranks: it holds their CPUs, and frees
+        those of ranks it lost or was granted but could not place."""
         with self._lock:
-            running.workers = size  # a shrunk job frees the CPUs of the ranks it lost
+            running.workers = size
             self._lock.notify_all()
 
     def _run(self, job_id: str, spec: JobSpec, running: _Running) -> None:
@@ -324,7 +326,8 @@ class Scheduler:
         hooks = JobHooks(job_id, self.store, self._writer, self.settings, running.cancel,
                          faults, self._observe_records,
                          grant=functools.partial(self._grant, running, spec),
-                         resized=functools.partial(self._resized, running))
+                         placed=(functools.partial(self._placed, running) if spec.elastic
+                                  else lambda size: None))
         try:
             with self._lock:  # an interrupted job's state in memory, else its checkpoint
                 resume = self._resume.pop(job_id, None)

@@ -45,6 +45,10 @@ CHUNK_TARGET_S = 1.0
 FIRST_CHUNK_STEPS = 1
 #: A chunk may take this many times its expected duration before it counts as a hang.
 HANG_FACTOR = 10.0
+#: After a growth that could not place every rank it was granted, no growth is asked for
+#: during this many elastic waits (a lost node's CPUs count until Ray declares it dead).
+GROW_BACKOFF = 6.0
+GROWN = "CPUs came free"  # the cause of a growth
 
 
 class Group(Protocol):
@@ -252,22 +256,28 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
     size = hooks.world_size(spec, None)  # the size to make the next group at
     current: int | None = None  # the size of the last group that ran
     cause, since = "", 0.0  # why the next group is made, and since when (for a resize)
+    grow_after = 0.0  # time.monotonic() before which no growth is asked for
     while True:
         try:
+            # A group grown from ``current`` never comes out smaller than it; a fresh one
+            # after a failure may, down to ``min``.
+            floor = current if cause == GROWN and current is not None else spec.min_workers
             group, made = _make_group(make_group, spec, data, options, latest.state, size,
-                                      hooks)
+                                      floor, hooks)
             if split is not None:
                 split.update(group.startup)
+            if made < size and cause == GROWN:  # the CPUs were not all placeable (yet)
+                grow_after = time.monotonic() + GROW_BACKOFF * options.elastic_wait_s
             if current is not None and made != current:
                 if made != size:
                     cause = f"{cause}; {made} of {size} ranks could be placed"
                 hooks.resized(Resize(time.time(), latest.step, current, made, cause,
                                      time.monotonic() - since))
             current = size = made
-            outcome = _run_group(group, spec, options, hooks, latest, size, split)
+            outcome = _run_group(group, spec, options, hooks, latest, size, grow_after, split)
             split = None
             if isinstance(outcome, int):  # grow: the same state, on more ranks
-                cause, since, size = "CPUs came free", time.monotonic(), outcome
+                cause, since, size = GROWN, time.monotonic(), outcome
                 continue
             return dataclasses.replace(outcome, restarts=restarts,
                                        preprocessing=data.preprocessing)
@@ -290,26 +300,25 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
 
 
 def _make_group(make_group: GroupFactory, spec: JobSpec, data: Dataset, options: GroupOptions,
-                state: TrainingState | None, size: int, hooks: TrainingHooks
+                state: TrainingState | None, size: int, floor: int, hooks: TrainingHooks
                 ) -> tuple[Group, int]:
     """A group of ``size`` ranks, and its size. An elastic job's group that cannot be
     placed whole within ``options.elastic_wait_s`` is made as large as can be placed, down
-    to ``min``, which waits ``options.placement_timeout_s`` as a fixed job's does."""
+    to ``floor``, which waits ``options.placement_timeout_s`` as a fixed job's does."""
     if not spec.elastic:
         return make_group(spec, data, options, state), spec.max_workers
     short = dataclasses.replace(options, placement_timeout_s=options.elastic_wait_s)
-    for smaller in range(size, spec.min_workers, -1):
+    for smaller in range(size, floor, -1):
         if hooks.cancelled():
             raise JobCancelledError(f"cancelled at step {state.step if state else 0}")
         with contextlib.suppress(PlacementError):
             return make_group(spec.with_workers(smaller), data, short, state), smaller
-    return (make_group(spec.with_workers(spec.min_workers), data, options, state),
-            spec.min_workers)
+    return make_group(spec.with_workers(floor), data, options, state), floor
 
 
 def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: TrainingHooks,
-               latest: _Latest, size: int, split: dict[str, float] | None = None
-               ) -> TrainingResult | int:
+               latest: _Latest, size: int, grow_after: float = 0.0,
+               split: dict[str, float] | None = None) -> TrainingResult | int:
     """Drive one group from its state to the end of training, or (an elastic job whose
     hooks grant more ranks between chunks) to the step boundary where it grows: then the
     world size to grow to. Shut the group down in any case."""
@@ -344,6 +353,7 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
                 if chunk.step == next_checkpoint:  # to disk, for a service that restarts
                     hooks.checkpoint(chunk.state)
             if (spec.elastic and group.step < group.total_steps
+                    and time.monotonic() >= grow_after
                     and (wanted := hooks.world_size(spec, size)) > size):
                 return wanted
         return TrainingResult(group.final_params(), group.step, group.ranks, group.fingerprints,

@@ -29,7 +29,11 @@ class GroupError(RuntimeError):
 class RankFailedError(GroupError):
     def __init__(self, failures: list[RankFailure], during: str):
         self.failures = sorted(failures, key=lambda f: f.rank)
-        self.recoverable = all(f.died for f in self.failures)
+        # A dead rank breaks its peers' collectives (across nodes MPI reports the lost
+        # connection as an error): with any death in the group, the others' errors are
+        # its doing, and a fresh group is worth it. A rank that raised on its own would
+        # raise again, and use up the restarts.
+        self.recoverable = any(f.died for f in self.failures)
         super().__init__(f"{during}: {describe_failures(self.failures)}")
 
 

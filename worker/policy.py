@@ -1,9 +1,10 @@
 """What to do when a worker group fails: decided as a value, testable without Ray.
 
-A dead or hung worker (``GroupError.recoverable``) is worth a fresh group
-restored from the last checkpoint, up to ``max_restarts`` times. A rank that
-raised (bad data, divergence) would raise again in any group, so it ends the
-job at once.
+A dead or hung worker (``GroupError.recoverable``, which includes the errors
+its peers raise when their collective with it breaks) is worth a fresh group
+restored from the last chunk's state, up to ``max_restarts`` times. A rank that
+raised on its own (bad data, divergence) would raise again in any group, so it
+ends the job at once.
 """
 
 from __future__ import annotations
