@@ -7,6 +7,8 @@ Prints one JSON object.
                                  the curve (GET /curve) and the events' steps; save the
                                  model (GET /model) to OUT_DIR/model.npz
     wait URL JOB_ID              wait for the job to end; print it
+    get URL JOB_ID               GET /jobs/{id}
+    model URL JOB_ID OUT_DIR     save the model (GET /model) to OUT_DIR/model.npz; print {}
     health URL                   GET /healthz
     post URL SPEC_JSON           POST /jobs; print the status code and the body
     register URL JSON            POST /datasets/register, waiting; print the dataset
@@ -67,6 +69,14 @@ def main(command: str, url: str, *args: str) -> None:
         result = start(client, json.loads(args[0]))
     elif command == "run":
         result = run(client, json.loads(args[0]), Path(args[1]))
+    elif command == "get":
+        result = client.job(args[0])
+    elif command == "model":
+        model = client.http.get(f"/jobs/{args[0]}/model")
+        model.raise_for_status()
+        Path(args[1]).mkdir(parents=True, exist_ok=True)
+        (Path(args[1]) / "model.npz").write_bytes(model.content)
+        result = {}
     else:
         result = wait(client, args[0])
     print(json.dumps(result))

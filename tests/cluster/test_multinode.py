@@ -43,6 +43,7 @@ ROOT = compose.ROOT
 BIN = Path(sys.executable).parent
 API_PORT = 8000
 WORKER_CPUS = 2
+ELASTIC_WAIT_S = 2.0
 # 64-512-10 in float64: 38,410 parameters, 307 KB of gradient a step, so the all-reduce
 # dwarfs Ray's own traffic on the wire (the dataset, ~1 MB, and small control messages).
 SPEC = {"model": {"input_dim": 64, "layers": [{"units": 512, "activation": "relu"},
@@ -57,6 +58,7 @@ class Cluster:
     env: dict[str, str]  # a client's environment (no Ray, no service settings)
     tmp: Path
     before_workers: Any = None  # POST /jobs while the cluster had no worker node yet
+    start_worker: Any = None  # (role, temp dir name) -> start a Ray worker node there
 
     @property
     def url(self) -> str:
@@ -119,7 +121,8 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
             **ray_auth, "SYNCSGD_RAY_ADDRESS": f"{head}:6379", "SYNCSGD_TOKEN": api_token,
             "SYNCSGD_DATA_DIR": str(tmp / "data"), "SYNCSGD_PORT": str(API_PORT),
             "SYNCSGD_DATASETS_ROOT": str(tmp / "shared"),
-            "SYNCSGD_DATASETS_DIR": str(tmp / "shared" / ".syncsgd")})}
+            "SYNCSGD_DATASETS_DIR": str(tmp / "shared" / ".syncsgd"),
+            "SYNCSGD_ELASTIC_WAIT_S": str(ELASTIC_WAIT_S)})}
         (tmp / "shared").mkdir()
         net.spawn("head", compose.command("api"), api_env, tmp / "api.log", cwd=ROOT)
         wait_healthy(net, "head", "api", api_env)
@@ -127,15 +130,18 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
         anonymous = Cluster(net, base, tmp).client("post", cluster.url, json.dumps(SPEC))
         assert anonymous["status"] == 401, anonymous  # compose's API demands its token
         cluster.before_workers = cluster.client("post", cluster.url, json.dumps(SPEC))
-        for role in ("worker1", "worker2"):
-            node_env[role] = compose.environment("ray-worker", {
+
+        def start_worker(role: str, name: str) -> None:
+            env = {**base, **compose.environment("ray-worker", {
                 **ray_auth, **small_node, "NODE_IP": net.nodes[role].address,
                 "RAY_HEAD": f"{head}:6379", "RAY_NUM_CPUS": str(WORKER_CPUS),
-                "RAY_TEMP_DIR": str(tmp / f"ray-{role}")})
-            net.spawn(role, compose.command("ray-worker"), {**base, **node_env[role]},
-                      tmp / f"ray-{role}.log", cwd=ROOT)
+                "RAY_TEMP_DIR": str(tmp / name)})}
+            net.spawn(role, compose.command("ray-worker"), env, tmp / f"{name}.log", cwd=ROOT)
+            wait_healthy(net, role, "ray-worker", env)
+
         for role in ("worker1", "worker2"):
-            wait_healthy(net, role, "ray-worker", {**base, **node_env[role]})
+            start_worker(role, f"ray-{role}")
+        cluster.start_worker = start_worker
         # Both worker nodes registered: the cluster's CPUs are theirs (the head has none).
         deadline = time.monotonic() + 60
         while cluster.client("health", cluster.url)["cluster_cpus"] != 2 * WORKER_CPUS:
@@ -268,6 +274,61 @@ def test_the_cluster_refuses_a_driver_without_the_token(cluster: Cluster) -> Non
         {**cluster.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}, timeout=120)
     assert joined.returncode != 0 and "joined" not in joined.stdout
     assert "InvalidAuthToken" in joined.stderr, joined.stderr[-3000:]
+
+
+def test_an_elastic_job_shrinks_off_a_lost_node_and_grows_onto_a_new_one(
+        cluster: Cluster) -> None:
+    """One rank per node (each takes a node's 2 CPUs): worker2 dies, the job goes on on
+    worker1 alone; worker2 comes back as a new Ray node, and the job takes it up again.
+    Deterministic mode: the weights are the single process's, bit for bit."""
+    spec = {**SPEC, "workers": {"min": 1, "max": 2}, "cpus_per_worker": WORKER_CPUS,
+            "deterministic": True, "micro_shards": 4, "allreduce": "mpi", "epochs": 1000,
+            "max_steps": 2500,
+            "steps_per_chunk": 20, "max_restarts": 5}
+    params, records = single_process_run(JobSpec.model_validate(spec))
+    job = cluster.client("start", cluster.url, json.dumps(spec))
+    assert job["world_size"] == 2 and job["state"] == "running", job
+    lost = cluster.net.nodes["worker2"].address
+    killed_at = time.monotonic()
+    assert cluster.net.kill_node("worker2")
+
+    def get() -> dict[str, Any]:
+        record: dict[str, Any] = cluster.client("get", cluster.url, job["id"])
+        assert record["state"] == "running", (record, cluster.logs())
+        return record
+
+    step = get()["step"]
+    while (now := get())["world_size"] != 1 or now["step"] <= step + 20:
+        assert time.monotonic() - killed_at < 60, (now, cluster.logs())
+        time.sleep(0.5)
+    shrunk_after = time.monotonic() - killed_at
+    assert [r["node"] for r in now["ranks"]] == [cluster.net.nodes["worker1"].address]
+    resize = now["resize_log"][0]
+    assert (resize["from_workers"], resize["to_workers"]) == (2, 1)
+    assert lost in resize["cause"] and "1 of 2 ranks could be placed" in resize["cause"]
+    # The whole group was tried for the elastic wait, then one rank: not the 60 s a fixed
+    # job waits for its CPUs.
+    assert resize["seconds"] < ELASTIC_WAIT_S + 8, resize
+
+    cluster.start_worker("worker2", "ray-worker2-again")
+    while (now := get())["world_size"] != 2:
+        assert now["step"] < now["total_steps"], "ended before the new node was taken up"
+        time.sleep(0.5)
+    ended = cluster.client("wait", cluster.url, job["id"])
+    assert ended["state"] == "succeeded", (ended["error"], cluster.logs())
+    grown = ended["resize_log"][-1]
+    assert (grown["from_workers"], grown["to_workers"], grown["cause"]) == (
+        1, 2, "CPUs came free")
+    assert sorted(r["node"] for r in ended["ranks"]) == sorted(
+        cluster.net.nodes[role].address for role in ("worker1", "worker2"))
+    out = cluster.tmp / "elastic"
+    cluster.client("model", cluster.url, job["id"], str(out))
+    assert Network.load(out / "model.npz").params.tobytes() == params.tobytes()
+    assert ended["step"] == len(records)
+    steps = [(r["step"], r["from_workers"], r["to_workers"], round(r["seconds"], 2))
+             for r in ended["resize_log"]]
+    print(f"went on with 1 worker {shrunk_after:.1f} s after worker2 was killed (polled from "
+          f"the client namespace); resizes (step, from, to, seconds): {steps}")
 
 
 def test_a_lost_worker_node_fails_the_job_fast_naming_node_and_rank(cluster: Cluster) -> None:
