@@ -13,9 +13,11 @@ default), a checkpoint every 200 steps.
 
 Times come from the driver's hooks on this process's clock: ``records`` when a chunk's
 steps arrive, ``restart`` when the failure was decided. Medians of ``--repeat`` runs.
-Prints JSON.
+Prints JSON. With ``--address`` it drives the cluster there instead, one rank per node
+(``placement: spread``); :mod:`bench.recovery_nodes` runs it on two nodes in network
+namespaces.
 
-    python -m bench.recovery [--repeat 3]
+    python -m bench.recovery [--repeat 3] [--address HOST:PORT]
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from worker import cluster
 from worker.driver import Recorder, Restart, train
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, WorkerGroup
-from worker.pool import WarmPool, local_node_with_cpus
+from worker.pool import WarmPool
 
 SPEC = {**job_spec(), "max_steps": 400, "checkpoint_every": 200}
 KILL_AT = 350
@@ -81,11 +83,19 @@ class TimedHooks(Recorder):
         return self.arrivals[index + 1][0] - self.arrivals[index][0]
 
 
-def one_death(make_group: Any) -> dict[str, float]:
-    spec = JobSpec.model_validate(SPEC)
+def worker_nodes() -> list[str]:
+    """The ids of the live nodes with CPUs (where ranks can run)."""
+    import ray
+
+    return [node["NodeID"] for node in ray.nodes()
+            if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0]
+
+
+def one_death(make_group: Any, options: GroupOptions, placement: str) -> dict[str, float]:
+    spec = JobSpec.model_validate({**SPEC, "placement": placement})
     hooks = TimedHooks(FaultPlan(Fault(1, KILL_AT, "kill")))
     data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
-    train(spec, data, GroupOptions(), hooks, make_group=make_group)
+    train(spec, data, options, hooks, make_group=make_group)
     (restart,) = hooks.restarts
     step_s = hooks.step_s()
     last = max(a for a in hooks.arrivals if a[2] <= restart.from_step)
@@ -98,11 +108,12 @@ def one_death(make_group: Any) -> dict[str, float]:
             "step_s": step_s}
 
 
-def one_resize(make_group: Any) -> dict[str, float]:
-    spec = JobSpec.model_validate({**SPEC, "workers": {"min": 1, "max": 2}})
+def one_resize(make_group: Any, options: GroupOptions, placement: str) -> dict[str, float]:
+    spec = JobSpec.model_validate({**SPEC, "workers": {"min": 1, "max": 2},
+                                   "placement": placement})
     hooks = TimedHooks(grow_to=2)
     data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
-    train(spec, data, GroupOptions(), hooks, make_group=make_group)
+    train(spec, data, options, hooks, make_group=make_group)
     (resize,) = hooks.resizes
     one_step = hooks.step_s()
     return {"gap_s": hooks.gap_at(resize.step) - one_step, "group_s": resize.seconds,
@@ -112,16 +123,21 @@ def one_resize(make_group: Any) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--address", help="a Ray cluster's head (default: an embedded Ray)")
     args = parser.parse_args()
-    cluster.connect(None, num_cpus=2)
-    pool = WarmPool(2)
-    if (node := local_node_with_cpus()) is not None:
+    where = "2 nodes" if args.address else "embedded"
+    placement = "spread" if args.address else "pack"
+    cluster.connect(args.address, num_cpus=None if args.address else 2)
+    # across nodes MPI goes over TCP (the service's SYNCSGD_WORKER_ENV in docker-compose)
+    options = GroupOptions(env={"UCX_TLS": "tcp,self"} if args.address else {})
+    pool = WarmPool(2, options.env)
+    for node in worker_nodes():
         pool.fill(node)
     make_group = functools.partial(WorkerGroup.create, pool=pool)
     try:
-        one_death(make_group)  # warm-up: Ray's first workers, imports, the dataset
-        deaths = [one_death(make_group) for _ in range(args.repeat)]
-        resizes = [one_resize(make_group) for _ in range(args.repeat)]
+        one_death(make_group, options, placement)  # warm-up: workers, imports, the dataset
+        deaths = [one_death(make_group, options, placement) for _ in range(args.repeat)]
+        resizes = [one_resize(make_group, options, placement) for _ in range(args.repeat)]
     finally:
         pool.close()
         cluster.disconnect()
@@ -133,18 +149,18 @@ def main() -> None:
     replay = back + death["replayed_steps_from_checkpoint"] * death["step_s"]
     no_replay = back + death["lost_steps"] * death["step_s"]
     results = [
-        {"name": "a rank's death to training at its step again, embedded, 2 MPI workers "
+        {"name": f"a rank's death to training at its step again, {where}, 2 MPI workers "
                  "(no replay vs replay from a checkpoint "
                  f"{death['replayed_steps_from_checkpoint']:g} steps back)",
          "project": no_replay, "reference": replay, "unit": "s", "ratio": replay / no_replay,
          "goal": None, "reference_is": "the same restart, then the replay from the last "
                                        "checkpoint at the measured step time",
          "split_s": death},
-        {"name": "steps computed again per failure, embedded, 2 MPI workers",
+        {"name": f"steps computed again per failure, {where}, 2 MPI workers",
          "project": death["lost_steps"], "reference": death["replayed_steps_from_checkpoint"],
          "unit": "steps", "ratio": death["replayed_steps_from_checkpoint"] / death["lost_steps"],
          "goal": None, "reference_is": "a replay from the last checkpoint (every 200 steps)"},
-        {"name": "resize 1 -> 2 workers, embedded: last step on 1 to first step on 2, less "
+        {"name": f"resize 1 -> 2 workers, {where}: last step on 1 to first step on 2, less "
                  "a step",
          "project": resize["gap_s"], "reference": death["restart_s"], "unit": "s",
          "ratio": death["restart_s"] / resize["gap_s"], "goal": None,

@@ -31,6 +31,7 @@ from common.nn import Network
 from common.schemas import JobSpec
 from tests.cluster import compose
 from tests.cluster.netns import Topology, topology
+from tests.cluster.nodes import BIN, plain_environment, start_service
 from tests.reference import single_process_run
 
 pytestmark = [
@@ -40,7 +41,6 @@ pytestmark = [
 ]
 
 ROOT = compose.ROOT
-BIN = Path(sys.executable).parent
 API_PORT = 8000
 WORKER_CPUS = 2
 ELASTIC_WAIT_S = 2.0
@@ -76,23 +76,6 @@ class Cluster:
                        for log in sorted(self.tmp.glob("*.log")))
 
 
-def plain_environment() -> dict[str, str]:
-    """This process's environment without Ray's or the service's variables, the venv first
-    on PATH (the scripts call ``ray`` and ``syncsgd`` as an image would)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SYNCSGD_"))}
-    return {**env, "PATH": f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}",
-            "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def wait_healthy(net: Topology, role: str, service: str, env: dict[str, str],
-                 timeout_s: float = 90) -> None:
-    """Run the compose service's healthcheck inside the node until it passes."""
-    deadline = time.monotonic() + timeout_s
-    while net.run(role, compose.healthcheck(service), env, timeout=30).returncode != 0:
-        assert time.monotonic() < deadline, f"{service} on {role} never became healthy"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     tmp = Path(tempfile.mkdtemp(prefix="sgdnet-", dir="/tmp"))  # short: Ray's socket paths
@@ -112,9 +95,8 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
         head = net.nodes["head"].address
         node_env = {"head": compose.environment("ray-head", {
             **ray_auth, **small_node, "NODE_IP": head, "RAY_TEMP_DIR": str(tmp / "ray-head")})}
-        net.spawn("head", compose.command("ray-head"), {**base, **node_env["head"]},
-                  tmp / "ray-head.log", cwd=ROOT)
-        wait_healthy(net, "head", "ray-head", {**base, **node_env["head"]})
+        start_service(net, "head", "ray-head", {**base, **node_env["head"]},
+                      tmp / "ray-head.log")
         # The API first (compose waits for the workers; a cluster need not): it must see
         # worker nodes that join after it started.
         api_env = {**base, **compose.environment("api", {
@@ -124,8 +106,7 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
             "SYNCSGD_DATASETS_DIR": str(tmp / "shared" / ".syncsgd"),
             "SYNCSGD_ELASTIC_WAIT_S": str(ELASTIC_WAIT_S)})}
         (tmp / "shared").mkdir()
-        net.spawn("head", compose.command("api"), api_env, tmp / "api.log", cwd=ROOT)
-        wait_healthy(net, "head", "api", api_env)
+        start_service(net, "head", "api", api_env, tmp / "api.log")
         cluster = Cluster(net, {**base, "SYNCSGD_TOKEN": api_token}, tmp)
         anonymous = Cluster(net, base, tmp).client("post", cluster.url, json.dumps(SPEC))
         assert anonymous["status"] == 401, anonymous  # compose's API demands its token
@@ -136,8 +117,7 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
                 **ray_auth, **small_node, "NODE_IP": net.nodes[role].address,
                 "RAY_HEAD": f"{head}:6379", "RAY_NUM_CPUS": str(WORKER_CPUS),
                 "RAY_TEMP_DIR": str(tmp / name)})}
-            net.spawn(role, compose.command("ray-worker"), env, tmp / f"{name}.log", cwd=ROOT)
-            wait_healthy(net, role, "ray-worker", env)
+            start_service(net, role, "ray-worker", env, tmp / f"{name}.log")
 
         for role in ("worker1", "worker2"):
             start_worker(role, f"ray-{role}")
