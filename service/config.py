@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     placement_timeout_s: float = Field(default=60.0, gt=0)
     join_timeout_s: float = Field(default=60.0, gt=0)
     chunk_timeout_s: float = Field(default=60.0, gt=0)
+    ray_connect_timeout_s: float = Field(default=600.0, ge=0, description="how long a "
+                                         "starting service tries to join a cluster whose "
+                                         "head does not answer")
     supervise_interval_s: float = Field(default=1.0, gt=0, le=60,
                                         description="how often the service checks its Ray")
     elastic_wait_s: float = Field(default=5.0, gt=0, le=600,

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
+import logging
 import os
 import time
 from pathlib import Path
@@ -45,9 +47,19 @@ from worker.group import GroupOptions, RankInfo, WorkerGroup
 from worker.local_group import LocalGroup
 from worker.pool import WarmPool, local_node_with_cpus
 
+log = logging.getLogger("syncsgd.runner")
+#: Waits between tries to join a cluster whose head does not answer, the last repeated.
+CONNECT_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
 __all__ = ["Fault", "FaultPlan", "GroupError", "InProcessRunner", "JobCancelledError",
-           "RankFailedError", "RankInfo", "RayRunner", "Resize", "Restart", "Runner",
-           "TrainingHooks", "TrainingResult", "save_model"]
+           "ProcessRestartNeededError", "RankFailedError", "RankInfo", "RayRunner", "Resize",
+           "Restart", "Runner", "TrainingHooks", "TrainingResult", "save_model"]
+
+
+class ProcessRestartNeededError(RuntimeError):
+    """Jobs can run again only in a new service process (a Ray driver cannot join a
+    restarted cluster head: its calls to the lost one are left blocked, and Ray ends the
+    process when they fail)."""
 
 
 class Runner(Protocol):
@@ -70,10 +82,12 @@ class Runner(Protocol):
         ...
 
     def recover(self) -> None:
-        """Make jobs runnable again after :meth:`problem` said why not: start the embedded
-        Ray again, or join the cluster again. Raises when it could not (yet). Called on the
-        supervisor's thread, which lives as long as the service."""
+        """Make jobs runnable again after :meth:`problem` said why not (start the embedded
+        Ray again); raises when it could not (yet), and :class:`ProcessRestartNeededError`
+        when only a new service process can. Called on the supervisor's thread, which lives
+        as long as the service."""
         ...
+
 
     def run_job(self, spec: JobSpec, hooks: TrainingHooks,
                 resume: TrainingState | None = None) -> TrainingResult:
@@ -136,10 +150,24 @@ class RayRunner(_DriverRunner):
         self.make_group = functools.partial(WorkerGroup.create, pool=self.pool)
 
     def connect(self) -> None:
+        """Start the embedded Ray, or join the cluster: tried again with a growing wait for
+        up to ``ray_connect_timeout_s`` while its head does not answer (a service started
+        again after the head was lost may be up before it)."""
         s = self.settings
-        cluster.connect(s.ray_address, auth_mode=s.ray_auth_mode, num_cpus=s.ray_num_cpus,
-                        include_dashboard=s.ray_dashboard, dashboard_port=s.ray_dashboard_port,
-                        temp_dir=s.ray_temp_dir)
+        deadline = time.monotonic() + s.ray_connect_timeout_s
+        for wait in itertools.chain(CONNECT_BACKOFF_S, itertools.repeat(CONNECT_BACKOFF_S[-1])):
+            try:
+                cluster.connect(s.ray_address, auth_mode=s.ray_auth_mode,
+                                num_cpus=s.ray_num_cpus, include_dashboard=s.ray_dashboard,
+                                dashboard_port=s.ray_dashboard_port, temp_dir=s.ray_temp_dir)
+                break
+            except ConnectionError as exc:
+                if s.ray_address is None or time.monotonic() + wait > deadline:
+                    raise
+                log.warning("Ray at %s does not answer (%s); trying again in %g s",
+                            s.ray_address, exc, wait, extra={"event": "ray-connect-retry"})
+                cluster.disconnect()
+                time.sleep(wait)
         if s.warm_workers and (node := local_node_with_cpus()) is not None:
             self.pool.fill(node)
 
@@ -161,8 +189,11 @@ class RayRunner(_DriverRunner):
         return cluster.problem(embedded=self.settings.ray_address is None)
 
     def recover(self) -> None:
-        """Leave what is left of the lost Ray (``ray.shutdown`` ends the embedded instance's
-        remaining processes), then start or join it again."""
+        """Leave what is left of the lost embedded Ray (``ray.shutdown`` ends its remaining
+        processes), then start it again. A lost cluster needs a new process."""
+        if self.settings.ray_address is not None:
+            raise ProcessRestartNeededError(f"the Ray cluster at {self.settings.ray_address} "
+                                       "was lost")
         self.pool.close()
         cluster.disconnect()
         self.pool = WarmPool(self.settings.warm_workers, self.settings.worker_env)

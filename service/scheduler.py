@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.checkpoint import TrainingState, latest_checkpoint, list_checkpoints
+from common.checkpoint import TrainingState, latest_checkpoint, list_checkpoints, save_checkpoint
 from common.data import check_spec_matches_data, describe_dataset
 from common.errors import FieldError
 from common.records import StepRecord
@@ -45,6 +45,7 @@ class _Running:
     thread: threading.Thread | None = None
     by_user: bool = False  # the cancel was a user's, not the service stopping
     interrupted: str | None = None  # why its Ray was lost: it goes back to the queue
+    hooks: JobHooks | None = None  # its driver's hooks (the state at its newest chunk)
 
     @property
     def cpus(self) -> float:
@@ -228,6 +229,25 @@ class Scheduler:
                 self._lock.wait(left)
         return True
 
+    def persist_interrupted(self) -> list[str]:
+        """For a service process about to end because its Ray cannot come back in it: write
+        each interrupted job's state at its newest chunk's end as a checkpoint, and mark
+        the job queued, so that the next process resumes it with nothing replayed. The
+        jobs whose drivers are still stuck in a call to the lost Ray count too."""
+        with self._lock:
+            states = dict(self._resume)
+            for job_id, running in self._running.items():
+                if running.hooks is not None and running.hooks.latest is not None:
+                    states.setdefault(job_id, running.hooks.latest)
+            stuck = [job_id for job_id, r in self._running.items() if r.hooks is not None]
+        for job_id, state in states.items():
+            save_checkpoint(self.settings.checkpoint_dir(job_id), state,
+                            keep=self.settings.keep_checkpoints)
+        for job_id in stuck:
+            self._writer.put(functools.partial(self.store.requeue, job_id), job_id)
+        self._writer.flush()
+        return sorted(states)
+
     def resume(self) -> None:
         with self._lock:
             self.outage = None
@@ -328,6 +348,7 @@ class Scheduler:
                          grant=functools.partial(self._grant, running, spec),
                          placed=(functools.partial(self._placed, running) if spec.elastic
                                   else lambda size: None))
+        running.hooks = hooks
         try:
             with self._lock:  # an interrupted job's state in memory, else its checkpoint
                 resume = self._resume.pop(job_id, None)

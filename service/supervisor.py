@@ -9,21 +9,30 @@ raylet was killed, say, as the kernel's OOM killer might):
    reached at their newest chunk's end (in memory), new submissions are queued
    rather than refused for want of CPUs, and nothing starts;
 2. once the interrupted jobs have left, the runner recovers (the embedded Ray is
-   shut down and started again; a cluster is joined again), tried with a growing
-   backoff until it works;
+   shut down and started again), tried with a growing backoff until it works;
 3. the scheduler resumes, and the requeued jobs carry on from where they were.
 
+A lost cluster head cannot be rejoined from the same process (the Ray driver's calls
+to the old head stay blocked, and Ray ends the process when they fail). Then the
+interrupted jobs' states are written as checkpoints, the jobs marked queued, and the
+service stops itself for its supervisor (compose's ``restart:``, systemd) to start it
+again; the new process joins the head with backoff once it is back, and resumes them.
+
 The recovery runs on the supervisor's own thread: it lives as long as the service,
-and Ray ties the processes it starts to the thread that started them.
+and Ray ties the processes it starts to the thread that started them. ``/healthz``
+reads the CPUs this thread last saw, so it never waits on a Ray that does not answer.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
+from collections.abc import Callable
 
-from service.runner import Runner
+from service.runner import ProcessRestartNeededError, Runner
 from service.scheduler import Scheduler
 
 log = logging.getLogger("syncsgd.supervisor")
@@ -31,14 +40,23 @@ log = logging.getLogger("syncsgd.supervisor")
 #: Waits between tries to bring Ray back, the last one repeated.
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 #: How long interrupted jobs get to leave their groups before Ray is restarted anyway.
-DRAIN_S = 30.0
+DRAIN_S = 15.0
+
+
+def stop_this_process() -> None:
+    """SIGTERM to this process: the server's graceful shutdown, then its exit."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Supervisor:
-    def __init__(self, runner: Runner, scheduler: Scheduler, interval_s: float = 1.0):
+    def __init__(self, runner: Runner, scheduler: Scheduler, interval_s: float = 1.0,
+                 stop_process: Callable[[], None] = stop_this_process):
         self.runner, self.scheduler, self.interval_s = runner, scheduler, interval_s
+        self._stop_process = stop_process
         #: Why jobs cannot run now (``/healthz`` answers 503 with it); None when they can.
         self.outage: str | None = None
+        #: ``(total, free)`` CPUs at the last check that found Ray well.
+        self.cpus: tuple[float, float] = runner.cluster_cpus()
         self.recoveries = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
@@ -56,12 +74,14 @@ class Supervisor:
                 problem = self.runner.problem()
             except Exception as exc:  # the check itself failed: that is the answer
                 problem = f"{type(exc).__name__}: {exc}"
-            if problem is not None:
+            if problem is None:
+                self.cpus = self.runner.cluster_cpus()
+            else:
                 self._recover(problem)
 
     def _recover(self, problem: str) -> None:
         began = time.monotonic()
-        self.outage = problem
+        self.outage, self.cpus = problem, (0.0, 0.0)
         log.error("jobs cannot run: %s; requeueing the running jobs and restarting Ray",
                   problem, extra={"event": "ray-lost"})
         self.scheduler.suspend(problem)
@@ -74,6 +94,9 @@ class Supervisor:
                 if (still := self.runner.problem()) is not None:
                     raise RuntimeError(still)
                 break
+            except ProcessRestartNeededError as exc:
+                self._restart_process(problem, exc)
+                return
             except Exception as exc:
                 self.outage = f"{problem}; restart {attempt} failed: {exc}"
                 log.warning("Ray restart %d failed: %s", attempt, exc,
@@ -81,7 +104,18 @@ class Supervisor:
         else:
             return  # the service is stopping
         self.recoveries += 1
+        self.cpus = self.runner.cluster_cpus()
         self.outage = None
         self.scheduler.resume()
         log.warning("Ray is back after %.1f s; the queue goes on", time.monotonic() - began,
                     extra={"event": "ray-back"})
+
+    def _restart_process(self, problem: str, why: ProcessRestartNeededError) -> None:
+        """Keep the interrupted jobs' progress on disk, then end this process for its
+        supervisor to start again."""
+        self.outage = f"{problem}; this service process stops to be started again ({why})"
+        saved = self.scheduler.persist_interrupted()
+        log.error("%s; checkpointed %d interrupted job(s) at their last chunk (%s); stopping "
+                  "this process: start it again (compose restarts it) to resume them",
+                  why, len(saved), ", ".join(saved) or "none", extra={"event": "ray-lost-exit"})
+        self._stop_process()

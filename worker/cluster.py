@@ -15,10 +15,11 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar
 
 AuthMode = Literal["disabled", "token"]
+T = TypeVar("T")
 
 
 def connect(address: str | None = None, *, auth_mode: AuthMode | None = None,
@@ -88,15 +89,43 @@ def problem(embedded: bool) -> str | None:
     if embedded and (dead := _dead_head_processes()):
         return f"the embedded Ray lost its {', '.join(sorted(dead))} process (killed or crashed)"
     try:
-        alive = [node for node in ray.nodes() if node.get("Alive")]
-        cpus = ray.cluster_resources().get("CPU", 0.0)
+        alive, cpus = _within(ANSWER_S, lambda: (
+            [node for node in ray.nodes() if node.get("Alive")],
+            ray.cluster_resources().get("CPU", 0.0)))
     except Exception as exc:  # the GCS is gone, or does not answer
-        return f"Ray does not answer: {type(exc).__name__}: {exc}"
+        return f"the Ray head does not answer: {type(exc).__name__}: {exc}"
     if not alive:
         return "no Ray node is alive"
     if embedded and cpus == 0:
         return "the embedded Ray has 0 CPUs"
     return None
+
+
+#: How long the liveness check waits for Ray's head to answer.
+ANSWER_S = 10.0
+
+
+def _within(timeout_s: float, call: Callable[[], T]) -> T:
+    """``call()``, or TimeoutError after ``timeout_s``: a call to a lost GCS blocks until it
+    comes back, so it runs on a thread of its own that is left behind when it does not
+    answer."""
+    box: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="ray-liveness", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if errors:
+        raise errors[0]
+    if not box:
+        raise TimeoutError(f"no answer within {timeout_s:g} s")
+    return box[0]
 
 
 def _dead_head_processes() -> set[str]:

@@ -16,6 +16,7 @@ from service.models import ModelCache
 from service.runner import Runner
 from service.scheduler import Scheduler
 from service.store import SqliteJobStore
+from service.supervisor import Supervisor
 from service.tickets import Tickets
 
 #: The schemes name what a route asks, so the OpenAPI document can state it as configured
@@ -72,7 +73,13 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[SqliteJobStore, Depends(get_store)]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
+def get_supervisor(request: Request) -> Supervisor:
+    supervisor: Supervisor = request.app.state.supervisor
+    return supervisor
+
+
 RunnerDep = Annotated[Runner, Depends(get_runner)]
+SupervisorDep = Annotated[Supervisor, Depends(get_supervisor)]
 CatalogDep = Annotated[DatasetCatalog, Depends(get_catalog)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
 TicketsDep = Annotated[Tickets, Depends(get_tickets)]

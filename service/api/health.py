@@ -8,10 +8,10 @@ from pydantic import BaseModel
 from service.api.deps import (
     Credentials,
     HubDep,
-    RunnerDep,
     SchedulerDep,
     SettingsDep,
     StoreDep,
+    SupervisorDep,
     authorized,
 )
 
@@ -31,13 +31,14 @@ class Health(BaseModel):
 @router.get("/healthz", responses={503: {
     "model": Health, "description": "degraded: Ray was lost and is being brought back (the "
     "running jobs are requeued), or the queue cannot start jobs"}})
-def healthz(store: StoreDep, scheduler: SchedulerDep, jobs_runner: RunnerDep, hub: HubDep,
+def healthz(store: StoreDep, scheduler: SchedulerDep, supervisor: SupervisorDep, hub: HubDep,
             settings: SettingsDep, credentials: Credentials, response: Response) -> Health:
-    """Liveness, and the CPUs the service has; public, so that a load balancer or compose
+    """Liveness, and the CPUs the service has (as its Ray supervisor last saw them, so this
+    never waits on a Ray that does not answer); public, so that a load balancer or compose
     can ask it. Job ids and counts only with the token where reads need one."""
-    total, free = jobs_runner.cluster_cpus()
+    total, free = supervisor.cpus
     health = Health(status="ok", cluster_cpus=total, free_cpus=free)
-    if (problem := scheduler.outage or scheduler.problem) is not None:
+    if (problem := supervisor.outage or scheduler.problem) is not None:
         health.status, health.problem = "degraded", problem
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     if not settings.reads_need_token or authorized(settings, credentials):

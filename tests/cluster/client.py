@@ -8,6 +8,7 @@ Prints one JSON object.
                                  model (GET /model) to OUT_DIR/model.npz
     wait URL JOB_ID              wait for the job to end; print it
     get URL JOB_ID               GET /jobs/{id}
+    curve URL JOB_ID             the steps of the job's whole curve
     model URL JOB_ID OUT_DIR     save the model (GET /model) to OUT_DIR/model.npz; print {}
     health URL                   GET /healthz
     post URL SPEC_JSON           POST /jobs; print the status code and the body
@@ -71,6 +72,8 @@ def main(command: str, url: str, *args: str) -> None:
         result = run(client, json.loads(args[0]), Path(args[1]))
     elif command == "get":
         result = client.job(args[0])
+    elif command == "curve":
+        result = [point["step"] for point in client.curve(args[0])]
     elif command == "model":
         model = client.http.get(f"/jobs/{args[0]}/model")
         model.raise_for_status()

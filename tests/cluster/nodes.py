@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,8 +33,9 @@ def wait_healthy(net: Topology, role: str, service: str, env: dict[str, str],
 
 
 def start_service(net: Topology, role: str, service: str, env: dict[str, str],
-                  log: Path) -> None:
+                  log: Path) -> subprocess.Popen[bytes]:
     """Run the compose ``service``'s command with ``env`` in ``role``'s namespace, and wait
     for its healthcheck."""
-    net.spawn(role, compose.command(service), env, log, cwd=compose.ROOT)
+    process = net.spawn(role, compose.command(service), env, log, cwd=compose.ROOT)
     wait_healthy(net, role, service, env)
+    return process

@@ -10,10 +10,12 @@ subnet, and teardown is by pid, asserted complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -59,6 +61,9 @@ class Cluster:
     tmp: Path
     before_workers: Any = None  # POST /jobs while the cluster had no worker node yet
     start_worker: Any = None  # (role, temp dir name) -> start a Ray worker node there
+    start_head: Any = None  # (temp dir name) -> start the Ray head again
+    start_api: Any = None  # (log name) -> start the service again; its process
+    api: Any = None  # the service's process
 
     @property
     def url(self) -> str:
@@ -93,10 +98,13 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
              small_node: dict[str, str], api_token: str) -> Iterator[Cluster]:
     with topology(["head", "worker1", "worker2", "client"]) as net:
         head = net.nodes["head"].address
-        node_env = {"head": compose.environment("ray-head", {
-            **ray_auth, **small_node, "NODE_IP": head, "RAY_TEMP_DIR": str(tmp / "ray-head")})}
-        start_service(net, "head", "ray-head", {**base, **node_env["head"]},
-                      tmp / "ray-head.log")
+
+        def start_head(name: str) -> None:
+            start_service(net, "head", "ray-head", {**base, **compose.environment("ray-head", {
+                **ray_auth, **small_node, "NODE_IP": head, "RAY_TEMP_DIR": str(tmp / name)})},
+                tmp / f"{name}.log")
+
+        start_head("ray-head")
         # The API first (compose waits for the workers; a cluster need not): it must see
         # worker nodes that join after it started.
         api_env = {**base, **compose.environment("api", {
@@ -106,8 +114,10 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
             "SYNCSGD_DATASETS_DIR": str(tmp / "shared" / ".syncsgd"),
             "SYNCSGD_ELASTIC_WAIT_S": str(ELASTIC_WAIT_S)})}
         (tmp / "shared").mkdir()
-        start_service(net, "head", "api", api_env, tmp / "api.log")
-        cluster = Cluster(net, {**base, "SYNCSGD_TOKEN": api_token}, tmp)
+        cluster = Cluster(net, {**base, "SYNCSGD_TOKEN": api_token}, tmp, start_head=start_head)
+        cluster.start_api = lambda name: start_service(net, "head", "api", api_env,
+                                                       tmp / f"{name}.log")
+        cluster.api = cluster.start_api("api")
         anonymous = Cluster(net, base, tmp).client("post", cluster.url, json.dumps(SPEC))
         assert anonymous["status"] == 401, anonymous  # compose's API demands its token
         cluster.before_workers = cluster.client("post", cluster.url, json.dumps(SPEC))
@@ -309,6 +319,47 @@ def test_an_elastic_job_shrinks_off_a_lost_node_and_grows_onto_a_new_one(
              for r in ended["resize_log"]]
     print(f"went on with 1 worker {shrunk_after:.1f} s after worker2 was killed (polled from "
           f"the client namespace); resizes (step, from, to, seconds): {steps}")
+
+
+def test_a_lost_head_stops_the_service_and_a_new_one_resumes_the_job_bit_for_bit(
+        cluster: Cluster) -> None:
+    """The Ray head's processes SIGKILLed under a running job (the service stays). A Ray
+    driver cannot join a restarted head, so the service checkpoints the job at its last
+    chunk and stops itself; the cluster and the service are started again, as compose's
+    restart policy would, and the job ends with the single process's weights, each step
+    on its curve once. Runs before the lost-node test, on the whole new cluster."""
+    spec = {**SPEC, "deterministic": True, "micro_shards": 4, "allreduce": "mpi",
+            "epochs": 1000, "max_steps": 3000, "steps_per_chunk": 20}
+    params, records = single_process_run(JobSpec.model_validate(spec))
+    job = cluster.client("start", cluster.url, json.dumps(spec))
+    assert job["state"] == "running", job
+    killed_at = time.monotonic()
+    for pid in set(cluster.net.pids("head")) - {cluster.api.pid}:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    code = cluster.api.wait(timeout=150)
+    stopped_after = time.monotonic() - killed_at
+    log = (cluster.tmp / "api.log").read_text()
+    assert "event=ray-lost-exit" in log and job["id"] in log, log[-3000:]
+
+    for role in ("worker1", "worker2"):  # their raylets lost their head: new nodes
+        cluster.net.kill_node(role)
+    cluster.start_head("ray-head-again")
+    for role in ("worker1", "worker2"):
+        cluster.start_worker(role, f"ray-{role}-new")
+    cluster.api = cluster.start_api("api-again")
+    ended = cluster.client("wait", cluster.url, job["id"])
+    assert ended["state"] == "succeeded", (ended["error"], cluster.logs())
+    assert ended["step"] == len(records)
+    curve = cluster.client("curve", cluster.url, job["id"])
+    assert curve == list(range(1, len(records) + 1))  # none lost, none computed twice
+    out = cluster.tmp / "after-head-loss"
+    cluster.client("model", cluster.url, job["id"], str(out))
+    assert Network.load(out / "model.npz").params.tobytes() == params.tobytes()
+    resumed = [line for line in (cluster.tmp / "api-again.log").read_text().splitlines()
+               if "event=resume" in line]
+    print(f"the service stopped itself {stopped_after:.1f} s after the head was killed "
+          f"(exit {code}); the new one: {resumed}")
 
 
 def test_a_lost_worker_node_fails_the_job_fast_naming_node_and_rank(cluster: Cluster) -> None:
