@@ -458,6 +458,7 @@ class JobPublic(BaseModel):
     ranks: list[RankPlacement] = Field(default_factory=list)
     world_size: int | None = None  # the ranks it runs on now (an elastic job's change)
     resize_log: list[ResizeInfo] = Field(default_factory=list)
+    waiting: str | None = None  # why a queued elastic job waits again (its min did not fit)
     error: str | None = None
     restarts: int = 0
     restart_log: list[RestartInfo] = Field(default_factory=list)

@@ -41,7 +41,7 @@ from worker.driver import (
     TrainingResult,
     train,
 )
-from worker.errors import GroupError, JobCancelledError, RankFailedError
+from worker.errors import BelowMinimumError, GroupError, JobCancelledError, RankFailedError
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
 from worker.local_group import LocalGroup
@@ -51,9 +51,10 @@ log = logging.getLogger("syncsgd.runner")
 #: Waits between tries to join a cluster whose head does not answer, the last repeated.
 CONNECT_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
-__all__ = ["Fault", "FaultPlan", "GroupError", "InProcessRunner", "JobCancelledError",
-           "ProcessRestartNeededError", "RankFailedError", "RankInfo", "RayRunner", "Resize",
-           "Restart", "Runner", "TrainingHooks", "TrainingResult", "save_model"]
+__all__ = ["BelowMinimumError", "Fault", "FaultPlan", "GroupError", "InProcessRunner",
+           "JobCancelledError", "ProcessRestartNeededError", "RankFailedError", "RankInfo",
+           "RayRunner", "Resize", "Restart", "Runner", "TrainingHooks", "TrainingResult",
+           "save_model"]
 
 
 class ProcessRestartNeededError(RuntimeError):

@@ -364,6 +364,8 @@ class Scheduler:
             self._end(job_id, JobState.succeeded)
             log.info("succeeded after %d steps, %d restart(s)", result.steps, result.restarts,
                      extra={"event": "succeeded", "job": job_id})
+        except runner.BelowMinimumError as exc:  # back to the queue, to wait for its min
+            self._interrupted(job_id, exc.state or hooks.latest, str(exc), exc, waiting=True)
         except Exception as exc:
             if running.interrupted is None:
                 self._ended(job_id, running, exc)
@@ -378,15 +380,18 @@ class Scheduler:
                 self._lock.notify_all()
 
     def _interrupted(self, job_id: str, state: TrainingState | None, reason: str,
-                     exc: Exception) -> None:
-        """Ray was lost under the job: back to the queue, to resume from ``state``."""
+                     exc: Exception, waiting: bool = False) -> None:
+        """Ray was lost under the job, or (``waiting``) an elastic job's ``min`` ranks
+        could not be placed: back to the queue (``waiting``: with ``reason`` on the job),
+        to resume from ``state``."""
         log.warning("interrupted (%s: %s); requeued to resume from step %d", reason,
                     type(exc).__name__, state.step if state else 0,
                     extra={"event": "requeued", "job": job_id})
         if state is not None:
             with self._lock:
                 self._resume[job_id] = state
-        self._writer.put(lambda: self.store.requeue(job_id), job_id)
+        why = reason if waiting else None
+        self._writer.put(lambda: self.store.requeue(job_id, why), job_id)
 
     def _ended(self, job_id: str, running: _Running, exc: Exception) -> None:
         """The job stopped with ``exc``: cancelled, requeued by a stopping service, or

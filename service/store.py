@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     curve_stride INTEGER NOT NULL DEFAULT 1,
     stopped_early_at_epoch INTEGER, best_epoch INTEGER,
     startup TEXT,  -- seconds per phase from the pick to the first step (JSON)
-    resize_log TEXT NOT NULL DEFAULT '[]'  -- an elastic job's world size changes (JSON)
+    resize_log TEXT NOT NULL DEFAULT '[]',  -- an elastic job's world size changes (JSON)
+    waiting TEXT  -- why a queued job that already ran waits again
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS points (
@@ -82,7 +83,8 @@ POINT_FIELDS = ("step", "epoch", "loss", "compute", "allreduce", "wait", "update
 ADDED_COLUMNS = (("jobs", "crashes", "INTEGER NOT NULL DEFAULT 0"),
                  ("jobs", "curve_stride", "INTEGER NOT NULL DEFAULT 1"),
                  ("jobs", "stopped_early_at_epoch", "INTEGER"), ("jobs", "best_epoch", "INTEGER"),
-                 ("jobs", "startup", "TEXT"), ("jobs", "resize_log", "TEXT NOT NULL DEFAULT '[]'"),
+                 ("jobs", "startup", "TEXT"),
+                 ("jobs", "resize_log", "TEXT NOT NULL DEFAULT '[]'"), ("jobs", "waiting", "TEXT"),
                  ("points", "lr", "REAL"), ("points", "grad_norm", "REAL"))
 TIMING_FIELDS = ("compute", "allreduce", "wait", "update")
 
@@ -172,7 +174,7 @@ class SqliteJobStore:
     def mark_running(self, job_id: str, total_steps: int, ranks: list[RankPlacement],
                      curve_stride: int = 1) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state = ?, total_steps = ?, ranks = ?, "
+            db.execute("UPDATE jobs SET state = ?, total_steps = ?, ranks = ?, waiting = NULL, "
                        "curve_stride = ?, started_at = COALESCE(started_at, ?) WHERE id = ?",
                        (JobState.running.value, total_steps,
                         json.dumps([r.model_dump() for r in ranks]), curve_stride,
@@ -198,10 +200,12 @@ class SqliteJobStore:
             log = [*json.loads(row["resize_log"]), resize.model_dump(mode="json")]
             db.execute("UPDATE jobs SET resize_log = ? WHERE id = ?", (json.dumps(log), job_id))
 
-    def requeue(self, job_id: str) -> None:
-        """Put an interrupted job back in the queue, in its old place (it resumes)."""
+    def requeue(self, job_id: str, waiting: str | None = None) -> None:
+        """Put an interrupted job back in the queue, in its old place (it resumes);
+        ``waiting`` says why, on the job, until it runs again."""
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state = ? WHERE id = ?", (JobState.queued.value, job_id))
+            db.execute("UPDATE jobs SET state = ?, waiting = ? WHERE id = ?",
+                       (JobState.queued.value, waiting, job_id))
 
     def set_startup(self, job_id: str, split: dict[str, float]) -> None:
         with self._transaction() as db:
@@ -330,6 +334,7 @@ def _job(row: sqlite3.Row) -> JobPublic:
         ranks=(ranks := [RankPlacement(**r) for r in json.loads(row["ranks"] or "[]")]),
         world_size=len(ranks) or None,
         resize_log=[ResizeInfo(**r) for r in json.loads(row["resize_log"])],
+        waiting=row["waiting"],
         error=row["error"], restarts=row["restarts"],
         restart_log=[RestartInfo(**r) for r in json.loads(row["restart_log"])],
         created_at=row["created_at"], curve_stride=row["curve_stride"],

@@ -30,7 +30,13 @@ from common.data import Dataset, check_spec_matches_data
 from common.preprocessing import Preprocessing
 from common.records import ChunkResult, EarlyStopReport, StepRecord
 from common.schemas import JobSpec
-from worker.errors import GroupError, JobCancelledError, PlacementError, RestartsExhaustedError
+from worker.errors import (
+    BelowMinimumError,
+    GroupError,
+    JobCancelledError,
+    PlacementError,
+    RestartsExhaustedError,
+)
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
 from worker.policy import FailureDecision, RestartPolicy
@@ -304,7 +310,9 @@ def _make_group(make_group: GroupFactory, spec: JobSpec, data: Dataset, options:
                 ) -> tuple[Group, int]:
     """A group of ``size`` ranks, and its size. An elastic job's group that cannot be
     placed whole within ``options.elastic_wait_s`` is made as large as can be placed, down
-    to ``floor``, which waits ``options.placement_timeout_s`` as a fixed job's does."""
+    to ``floor``, which waits ``options.placement_timeout_s`` as a fixed job's does; when
+    not even ``min`` can be placed, :class:`BelowMinimumError` sends the job back to the
+    queue."""
     if not spec.elastic:
         return make_group(spec, data, options, state), spec.max_workers
     short = dataclasses.replace(options, placement_timeout_s=options.elastic_wait_s)
@@ -313,7 +321,13 @@ def _make_group(make_group: GroupFactory, spec: JobSpec, data: Dataset, options:
             raise JobCancelledError(f"cancelled at step {state.step if state else 0}")
         with contextlib.suppress(PlacementError):
             return make_group(spec.with_workers(smaller), data, short, state), smaller
-    return make_group(spec.with_workers(floor), data, options, state), floor
+    try:
+        return make_group(spec.with_workers(floor), data, options, state), floor
+    except PlacementError as exc:
+        if floor > spec.min_workers:
+            raise
+        raise BelowMinimumError(f"waiting for workers.min = {spec.min_workers}: {exc}",
+                                state) from exc
 
 
 def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: TrainingHooks,

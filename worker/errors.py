@@ -7,6 +7,10 @@ DivergedError: ..."), and every failure names rank, node and process.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from common.checkpoint import TrainingState
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,15 @@ class PlacementError(GroupError):
 
 class JobCancelledError(Exception):
     """The job was cancelled between chunks."""
+
+
+class BelowMinimumError(Exception):
+    """An elastic job cannot place even its ``min`` ranks: it goes back to the queue, to
+    wait as a queued job does, and resumes from ``state`` (its last chunk's end)."""
+
+    def __init__(self, message: str, state: TrainingState | None):
+        super().__init__(message)
+        self.state = state
 
 
 def describe_failures(failures: list[RankFailure]) -> str:

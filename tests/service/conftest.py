@@ -23,16 +23,20 @@ AppFactory = Callable[..., TestClient]
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Iterator[AppFactory]:
-    """``make_app(cpus=2, data_dir_name=None, **settings)``: a started app on a fresh data
-    dir (or the named one, to start a service again on the same data); stopped after the
-    test. ``settings`` are :class:`Settings` fields."""
+    """``make_app(cpus=2, data_dir_name=None, runner=None, **settings)``: a started app on a
+    fresh data dir (or the named one, to start a service again on the same data), with an
+    in-process runner (or the one ``runner(settings)`` makes); stopped after the test.
+    ``settings`` are :class:`Settings` fields."""
     clients: list[TestClient] = []
 
-    def make(cpus: float = 2, data_dir_name: str | None = None, **settings: Any) -> TestClient:
+    def make(cpus: float = 2, data_dir_name: str | None = None,
+             runner: Callable[[Settings], InProcessRunner] | None = None,
+             **settings: Any) -> TestClient:
         data_dir = tmp_path / (data_dir_name or f"data{len(clients)}")
         settings.setdefault("datasets_dir", data_dir / "datasets")
         config = Settings(_env_file=None, data_dir=data_dir, **settings)  # type: ignore[call-arg]
-        client = TestClient(create_app(config, runner=InProcessRunner(config, cpus=cpus)))
+        jobs_runner = runner(config) if runner else InProcessRunner(config, cpus=cpus)
+        client = TestClient(create_app(config, runner=jobs_runner))
         client.__enter__()  # runs the lifespan: store, scheduler
         clients.append(client)
         return client

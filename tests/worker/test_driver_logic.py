@@ -12,6 +12,7 @@ from common.schemas import JobSpec, WorkerRange
 from tests.reference import single_process_run
 from worker.driver import Recorder, TrainingResult, train
 from worker.errors import (
+    BelowMinimumError,
     GroupTimeoutError,
     JobCancelledError,
     PlacementError,
@@ -201,11 +202,12 @@ def test_an_elastic_group_grows_at_a_chunk_boundary_when_granted() -> None:
     assert [r.step for r in hooks.steps] == list(range(1, 31))
 
 
-def test_below_min_the_group_waits_as_a_fixed_one_and_a_cancelled_job_places_nothing() -> None:
+def test_min_waits_as_a_fixed_group_then_goes_back_to_the_queue_and_cancel_places_nothing(
+) -> None:
     spec = SPEC.model_copy(update={"workers": WorkerRange(min=2, max=3)})
     cluster = Cluster(free=1)
     data = load_dataset(spec.data, seed=spec.seed, dtype=spec.dtype)
-    with pytest.raises(PlacementError):
+    with pytest.raises(BelowMinimumError, match=r"waiting for workers\.min = 2: workers: 2"):
         train(spec, data, GroupOptions(placement_timeout_s=60.0, elastic_wait_s=0.5),
               ElasticHooks(start=3), make_group=cluster.make_group)
     assert cluster.asked == [(3, 0.5), (2, 60.0)]  # never below min
