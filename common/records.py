@@ -59,7 +59,7 @@ class ChunkResult:
     records: list[StepRecord]
     step: int  # steps done after this chunk
     fingerprint: str | None  # sha256 of the parameters, when a check is due
-    state: TrainingState | None = None  # rank 0's state, when a checkpoint is due
+    state: TrainingState | None = None  # rank 0's state at the chunk's end (others: None)
     total_steps: int = 0  # the job's steps: fewer than planned once early stopping stops it
     early_stopping: EarlyStopReport | None = None  # when the job stops early
 

@@ -458,7 +458,9 @@ class JobPublic(BaseModel):
     ranks: list[RankPlacement] = Field(default_factory=list)
     world_size: int | None = None  # the ranks it runs on now (an elastic job's change)
     resize_log: list[ResizeInfo] = Field(default_factory=list)
-    waiting: str | None = None  # why a queued elastic job waits again (its min did not fit)
+    #: Why an elastic job waits for workers (its min could not be placed: it went back to
+    #: the queue); until a group of it is up again.
+    waiting: str | None = None
     error: str | None = None
     restarts: int = 0
     restart_log: list[RestartInfo] = Field(default_factory=list)

@@ -174,10 +174,12 @@ class SqliteJobStore:
     def mark_running(self, job_id: str, total_steps: int, ranks: list[RankPlacement],
                      curve_stride: int = 1) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state = ?, total_steps = ?, ranks = ?, waiting = NULL, "
+            # ``waiting`` stays until ranks are up: a job picked again may wait for them.
+            db.execute("UPDATE jobs SET state = ?, total_steps = ?, ranks = ?, "
+                       "waiting = CASE WHEN ? THEN NULL ELSE waiting END, "
                        "curve_stride = ?, started_at = COALESCE(started_at, ?) WHERE id = ?",
                        (JobState.running.value, total_steps,
-                        json.dumps([r.model_dump() for r in ranks]), curve_stride,
+                        json.dumps([r.model_dump() for r in ranks]), bool(ranks), curve_stride,
                         utcnow().isoformat(), job_id))
 
     def count_crash(self, job_id: str) -> int:

@@ -125,9 +125,9 @@ class RankWorker:
         """Arm a fault on this running rank (drills and tests)."""
         self.fault = fault
 
-    def run(self, steps: int, with_state: bool = False) -> ChunkResult:
-        """``steps`` synchronized steps; only rank 0 sends its records (and, when
-        ``with_state``, its state) back."""
+    def run(self, steps: int) -> ChunkResult:
+        """``steps`` synchronized steps; only rank 0 sends its records and its state back
+        (the driver keeps the newest: a failure loses the chunk in flight, no more)."""
         trainer = self._trainer()
         first = trainer.step
         records = []
@@ -142,7 +142,7 @@ class RankWorker:
         if fingerprint is None and first // every != trainer.step // every:
             fingerprint = trainer.fingerprint()
         # Every rank takes part: a sharded optimizer state is gathered.
-        state = trainer.state() if with_state else None
+        state = trainer.state()
         if self.rank != 0:
             return ChunkResult(self.rank, [], trainer.step, fingerprint,
                                total_steps=trainer.total_steps)

@@ -66,7 +66,9 @@ class Group(Protocol):
     fingerprints: list[str]
     startup: dict[str, float]  # seconds of each phase of the group's start
 
-    def run(self, steps: int, timeout_s: float, with_state: bool = False) -> ChunkResult: ...
+    def run(self, steps: int, timeout_s: float) -> ChunkResult:
+        """``steps`` steps on every rank; rank 0's result, with its state at the end."""
+        ...
 
     def inject(self, fault: Fault) -> None: ...
 
@@ -351,8 +353,7 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
             began = time.monotonic()
             latest.in_flight = steps
             # Rank 0's state with every chunk, kept here: a failure loses this chunk only.
-            chunk = group.run(steps, sizer.timeout(steps, options.chunk_timeout_s),
-                              with_state=True)
+            chunk = group.run(steps, sizer.timeout(steps, options.chunk_timeout_s))
             latest.in_flight = 0
             sizer.observe(len(chunk.records), time.monotonic() - began)
             if split is not None:  # the first chunk is one step

@@ -198,14 +198,14 @@ class WorkerGroup:
 
     # ---- drive ---------------------------------------------------------------------------
 
-    def run(self, steps: int, timeout_s: float, with_state: bool = False) -> ChunkResult:
-        """One chunk: every rank runs ``steps`` steps. Returns rank 0's result (with its
-        state when ``with_state``).
+    def run(self, steps: int, timeout_s: float) -> ChunkResult:
+        """One chunk: every rank runs ``steps`` steps. Returns rank 0's result, with its
+        state at the chunk's end.
 
         When the chunk was due a fingerprint check, all ranks' parameter hashes
         must agree, or :class:`ReplicaMismatchError` names the odd ranks.
         """
-        results = self._gather({r: a.run.remote(steps, with_state)
+        results = self._gather({r: a.run.remote(steps)
                                 for r, a in enumerate(self.actors)},
                                timeout_s, f"steps {self.step + 1}..{self.step + steps}")
         chunk: ChunkResult = results[0]

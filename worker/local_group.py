@@ -75,9 +75,9 @@ class LocalGroup:
         group.step = state.step if state is not None else 0
         return group
 
-    def run(self, steps: int, timeout_s: float, with_state: bool = False) -> ChunkResult:
+    def run(self, steps: int, timeout_s: float) -> ChunkResult:
         with self._failures(f"steps {self.step + 1}..{self.step + steps}"):
-            chunk = self._worker.run(steps, with_state)
+            chunk = self._worker.run(steps)
         self.step, self.total_steps = chunk.step, chunk.total_steps  # early stopping: fewer
         if chunk.fingerprint is not None:
             self.fingerprints = [chunk.fingerprint]

@@ -113,12 +113,12 @@ def test_a_slow_job_is_not_taken_for_a_hung_one() -> None:
         """An in-process rank that takes 0.05 s a step and enforces the driver's timeouts
         (the real worker group's ``_gather`` does; LocalGroup runs to the end)."""
 
-        def run(self, steps: int, timeout_s: float, with_state: bool = False) -> ChunkResult:
+        def run(self, steps: int, timeout_s: float) -> ChunkResult:
             if steps * 0.05 > timeout_s:
                 raise GroupTimeoutError(f"{steps} steps of 0.05 s would not finish in "
                                         f"{timeout_s:g} s")
             time.sleep(steps * 0.05)
-            return super().run(steps, timeout_s, with_state)
+            return super().run(steps, timeout_s)
 
     spec = SPEC.model_copy(update={"steps_per_chunk": 0, "max_steps": 12, "max_restarts": 0})
     hooks = Recorder()
