@@ -338,6 +338,7 @@ def test_a_lost_head_stops_the_service_and_a_new_one_resumes_the_job_bit_for_bit
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     code = cluster.api.wait(timeout=150)
+    assert code == 75, code  # stopped by itself, to be started again
     stopped_after = time.monotonic() - killed_at
     log = (cluster.tmp / "api.log").read_text()
     assert "event=ray-lost-exit" in log and job["id"] in log, log[-3000:]
