@@ -32,6 +32,12 @@ class TrainingState:
     optimizer: dict[str, Array] = field(default_factory=dict)
     controls: dict[str, Array] = field(default_factory=dict)  # "schedule.*", "early.*"
 
+    def copy(self) -> TrainingState:
+        """The same state in arrays of its own (not views of a buffer it came in)."""
+        return TrainingState(self.step, self.params.copy(),
+                             {k: v.copy() for k, v in self.optimizer.items()},
+                             {k: v.copy() for k, v in self.controls.items()})
+
 
 def save_checkpoint(directory: Path, state: TrainingState, keep: int = 3) -> Path:
     """Write ``state`` as ``directory/step-<step>.npz`` atomically; prune to the newest ``keep``."""

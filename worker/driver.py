@@ -244,11 +244,9 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
     ``data_s``, the seconds the caller spent preparing ``data``, opens the startup split
     ``hooks.startup`` receives after the first step.
 
-    An elastic spec (``workers: {min, max}``) runs at ``hooks.world_size``: a group is
-    rebuilt larger between chunks when the hooks grant more ranks, and smaller when a
-    failed group cannot be replaced whole within ``options.elastic_wait_s``. The global
-    batch is the same at every size, so a resize changes nothing in the training (no
-    bit in deterministic mode).
+    An elastic spec runs at ``hooks.world_size``: rebuilt larger between chunks when
+    more ranks are granted, smaller when a failed group cannot be replaced whole within
+    ``options.elastic_wait_s``; with the same global batch, and so the same training.
 
     Raises :class:`JobCancelledError` when ``hooks.cancelled()`` turns true between
     chunks, and a :class:`worker.errors.GroupError` naming ranks and nodes on
@@ -261,50 +259,79 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
     policy = RestartPolicy(spec.max_restarts)
     restarts = 0
     split: dict[str, float] | None = {"data": data_s}  # until the first step is reported
-    size = hooks.world_size(spec, None)  # the size to make the next group at
-    current: int | None = None  # the size of the last group that ran
-    cause, since = "", 0.0  # why the next group is made, and since when (for a resize)
-    grow_after = 0.0  # time.monotonic() before which no growth is asked for
+    world = _World(hooks.world_size(spec, None))
     while True:
         try:
-            # A group grown from ``current`` never comes out smaller than it; a fresh one
-            # after a failure may, down to ``min``.
-            floor = current if cause == GROWN and current is not None else spec.min_workers
-            group, made = _make_group(make_group, spec, data, options, latest.state, size,
-                                      floor, hooks)
+            group, made = _make_group(make_group, spec, data, options, latest.state,
+                                      world.size, world.floor(spec), hooks)
             if split is not None:
                 split.update(group.startup)
-            if made < size and cause == GROWN:  # the CPUs were not all placeable (yet)
-                grow_after = time.monotonic() + GROW_BACKOFF * options.elastic_wait_s
-            if current is not None and made != current:
-                if made != size:
-                    cause = f"{cause}; {made} of {size} ranks could be placed"
-                hooks.resized(Resize(time.time(), latest.step, current, made, cause,
-                                     time.monotonic() - since))
-            current = size = made
-            outcome = _run_group(group, spec, options, hooks, latest, size, grow_after, split)
+            world.placed(made, latest.step, hooks, options)
+            outcome = _run_group(group, spec, options, hooks, latest, world.size,
+                                 world.grow_after, split)
             split = None
             if isinstance(outcome, int):  # grow: the same state, on more ranks
-                cause, since, size = GROWN, time.monotonic(), outcome
+                world.grow(outcome)
                 continue
             return dataclasses.replace(outcome, restarts=restarts,
                                        preprocessing=data.preprocessing)
         except GroupError as exc:
             split = None  # a restart: the first start's split is reported, or never
-            if hooks.cancelled():  # not worth a fresh group (the service may be losing Ray)
-                raise JobCancelledError(f"cancelled at step {latest.step} after: {exc}") from exc
-            decision = policy.decide(exc, restarts)
-            if decision is FailureDecision.RAISE:
-                raise
-            if decision is FailureDecision.EXHAUSTED:
-                raise RestartsExhaustedError(
-                    f"gave up after {restarts} restart(s) (max_restarts={spec.max_restarts}); "
-                    f"last failure at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {exc}") from exc
-            restarts += 1
-            hooks.restart(Restart(restarts, time.time(), str(exc), latest.step,
-                                  latest.in_flight))
-            latest.in_flight = 0
-            cause, since = f"restart {restarts} after: {exc}", time.monotonic()
+            restarts = _restart(exc, policy, restarts, spec, hooks, latest)
+            world.failed(f"restart {restarts} after: {exc}")
+
+
+@dataclass
+class _World:
+    """An elastic job's world size: the size to make the next group at, the last group's,
+    and why the next differs (for its :class:`Resize`)."""
+
+    size: int
+    current: int | None = None  # the size of the last group that ran
+    cause: str = ""
+    since: float = 0.0  # time.monotonic() when the group before the next one ended
+    grow_after: float = 0.0  # time.monotonic() before which no growth is asked for
+
+    def floor(self, spec: JobSpec) -> int:
+        """The least the next group may have: a group grown from ``current`` never comes
+        out smaller than it; a fresh one after a failure may, down to ``min``."""
+        return self.current if self.cause == GROWN and self.current else spec.min_workers
+
+    def grow(self, size: int) -> None:
+        self.cause, self.since, self.size = GROWN, time.monotonic(), size
+
+    def failed(self, cause: str) -> None:
+        self.cause, self.since = cause, time.monotonic()
+
+    def placed(self, made: int, step: int, hooks: TrainingHooks, options: GroupOptions) -> None:
+        """A group of ``made`` ranks is up (``size`` were asked): report a change of size."""
+        if made < self.size and self.cause == GROWN:  # the CPUs were not all placeable (yet)
+            self.grow_after = time.monotonic() + GROW_BACKOFF * options.elastic_wait_s
+        if self.current is not None and made != self.current:
+            cause = self.cause if made == self.size else (
+                f"{self.cause}; {made} of {self.size} ranks could be placed")
+            hooks.resized(Resize(time.time(), step, self.current, made, cause,
+                                 time.monotonic() - self.since))
+        self.current = self.size = made
+        self.cause = ""
+
+
+def _restart(exc: GroupError, policy: RestartPolicy, restarts: int, spec: JobSpec,
+             hooks: TrainingHooks, latest: _Latest) -> int:
+    """After a group's failure: the number of restarts with this one, or the error that
+    ends the job."""
+    if hooks.cancelled():  # not worth a fresh group (the service may be losing Ray)
+        raise JobCancelledError(f"cancelled at step {latest.step} after: {exc}") from exc
+    decision = policy.decide(exc, restarts)
+    if decision is FailureDecision.RAISE:
+        raise exc
+    if decision is FailureDecision.EXHAUSTED:
+        raise RestartsExhaustedError(
+            f"gave up after {restarts} restart(s) (max_restarts={spec.max_restarts}); "
+            f"last failure at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {exc}") from exc
+    hooks.restart(Restart(restarts + 1, time.time(), str(exc), latest.step, latest.in_flight))
+    latest.in_flight = 0
+    return restarts + 1
 
 
 def _make_group(make_group: GroupFactory, spec: JobSpec, data: Dataset, options: GroupOptions,

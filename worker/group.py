@@ -12,6 +12,7 @@ waiting for all of them would hang. On any failure the whole group is killed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -209,6 +210,11 @@ class WorkerGroup:
                                 for r, a in enumerate(self.actors)},
                                timeout_s, f"steps {self.step + 1}..{self.step + steps}")
         chunk: ChunkResult = results[0]
+        if chunk.state is not None:
+            # Out of Ray's object store at once: arrays that ``ray.get`` returns are views
+            # of its shared memory, released through the raylet when they are dropped, and
+            # a release once the raylet is gone (killed, out of memory) ends this process.
+            chunk = dataclasses.replace(chunk, state=chunk.state.copy())
         self.step, self.total_steps = chunk.step, chunk.total_steps  # early stopping: fewer
         if chunk.fingerprint is not None:
             self.fingerprints = [results[r].fingerprint for r in range(self.world_size)]
@@ -231,7 +237,7 @@ class WorkerGroup:
         """Rank 0's parameters (every replica holds the same)."""
         params: Array = self._gather({0: self.actors[0].final_params.remote()},
                                      self.options.join_timeout_s, "fetching the weights")[0]
-        return params
+        return params.copy()  # out of the object store (see ``run``)
 
     def shutdown(self) -> None:
         """Kill every actor (a rank stuck in a collective cannot leave by itself) and free CPUs."""
