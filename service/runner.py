@@ -35,12 +35,12 @@ from worker import cluster
 from worker.driver import (
     GroupFactory,
     Recorder,
-    Resize,
     Restart,
     TrainingHooks,
     TrainingResult,
     train,
 )
+from worker.elastic import Resize
 from worker.errors import BelowMinimumError, GroupError, JobCancelledError, RankFailedError
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup

@@ -16,7 +16,6 @@ this process (:class:`worker.local_group.LocalGroup`).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -30,13 +29,8 @@ from common.data import Dataset, check_spec_matches_data
 from common.preprocessing import Preprocessing
 from common.records import ChunkResult, EarlyStopReport, StepRecord
 from common.schemas import JobSpec
-from worker.errors import (
-    BelowMinimumError,
-    GroupError,
-    JobCancelledError,
-    PlacementError,
-    RestartsExhaustedError,
-)
+from worker.elastic import Resize, World, make_group_of
+from worker.errors import GroupError, JobCancelledError, RestartsExhaustedError
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
 from worker.policy import FailureDecision, RestartPolicy
@@ -51,10 +45,6 @@ CHUNK_TARGET_S = 1.0
 FIRST_CHUNK_STEPS = 1
 #: A chunk may take this many times its expected duration before it counts as a hang.
 HANG_FACTOR = 10.0
-#: After a growth that could not place every rank it was granted, no growth is asked for
-#: during this many elastic waits (a lost node's CPUs count until Ray declares it dead).
-GROW_BACKOFF = 6.0
-GROWN = "CPUs came free"  # the cause of a growth
 
 
 class Group(Protocol):
@@ -90,18 +80,6 @@ class Restart:
     cause: str  # what died or hung, and where
     from_step: int  # the step of the state it continues from (0: from the start)
     lost_steps: int = 0  # the chunk in flight's steps, computed again
-
-
-@dataclass(frozen=True)
-class Resize:
-    """An elastic job's group rebuilt at another world size, from the state at ``step``."""
-
-    at: float  # time.time() when the new group was up
-    step: int
-    from_size: int
-    to_size: int
-    cause: str  # "CPUs came free", or what was lost and what could be placed
-    seconds: float  # from the old group's last chunk (or its failure) to the new group up
 
 
 class TrainingHooks:
@@ -259,14 +237,14 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
     policy = RestartPolicy(spec.max_restarts)
     restarts = 0
     split: dict[str, float] | None = {"data": data_s}  # until the first step is reported
-    world = _World(hooks.world_size(spec, None))
+    world = World(hooks.world_size(spec, None))
     while True:
         try:
-            group, made = _make_group(make_group, spec, data, options, latest.state,
-                                      world.size, world.floor(spec), hooks)
+            group, made = make_group_of(make_group, spec, data, options, latest.state,
+                                        world.size, world.floor(spec), hooks.cancelled)
             if split is not None:
                 split.update(group.startup)
-            world.placed(made, latest.step, hooks, options)
+            world.placed(made, latest.step, options, hooks.resized)
             outcome = _run_group(group, spec, options, hooks, latest, world.size,
                                  world.grow_after, split)
             split = None
@@ -279,41 +257,6 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
             split = None  # a restart: the first start's split is reported, or never
             restarts = _restart(exc, policy, restarts, spec, hooks, latest)
             world.failed(f"restart {restarts} after: {exc}")
-
-
-@dataclass
-class _World:
-    """An elastic job's world size: the size to make the next group at, the last group's,
-    and why the next differs (for its :class:`Resize`)."""
-
-    size: int
-    current: int | None = None  # the size of the last group that ran
-    cause: str = ""
-    since: float = 0.0  # time.monotonic() when the group before the next one ended
-    grow_after: float = 0.0  # time.monotonic() before which no growth is asked for
-
-    def floor(self, spec: JobSpec) -> int:
-        """The least the next group may have: a group grown from ``current`` never comes
-        out smaller than it; a fresh one after a failure may, down to ``min``."""
-        return self.current if self.cause == GROWN and self.current else spec.min_workers
-
-    def grow(self, size: int) -> None:
-        self.cause, self.since, self.size = GROWN, time.monotonic(), size
-
-    def failed(self, cause: str) -> None:
-        self.cause, self.since = cause, time.monotonic()
-
-    def placed(self, made: int, step: int, hooks: TrainingHooks, options: GroupOptions) -> None:
-        """A group of ``made`` ranks is up (``size`` were asked): report a change of size."""
-        if made < self.size and self.cause == GROWN:  # the CPUs were not all placeable (yet)
-            self.grow_after = time.monotonic() + GROW_BACKOFF * options.elastic_wait_s
-        if self.current is not None and made != self.current:
-            cause = self.cause if made == self.size else (
-                f"{self.cause}; {made} of {self.size} ranks could be placed")
-            hooks.resized(Resize(time.time(), step, self.current, made, cause,
-                                 time.monotonic() - self.since))
-        self.current = self.size = made
-        self.cause = ""
 
 
 def _restart(exc: GroupError, policy: RestartPolicy, restarts: int, spec: JobSpec,
@@ -332,31 +275,6 @@ def _restart(exc: GroupError, policy: RestartPolicy, restarts: int, spec: JobSpe
     hooks.restart(Restart(restarts + 1, time.time(), str(exc), latest.step, latest.in_flight))
     latest.in_flight = 0
     return restarts + 1
-
-
-def _make_group(make_group: GroupFactory, spec: JobSpec, data: Dataset, options: GroupOptions,
-                state: TrainingState | None, size: int, floor: int, hooks: TrainingHooks
-                ) -> tuple[Group, int]:
-    """A group of ``size`` ranks, and its size. An elastic job's group that cannot be
-    placed whole within ``options.elastic_wait_s`` is made as large as can be placed, down
-    to ``floor``, which waits ``options.placement_timeout_s`` as a fixed job's does; when
-    not even ``min`` can be placed, :class:`BelowMinimumError` sends the job back to the
-    queue."""
-    if not spec.elastic:
-        return make_group(spec, data, options, state), spec.max_workers
-    short = dataclasses.replace(options, placement_timeout_s=options.elastic_wait_s)
-    for smaller in range(size, floor, -1):
-        if hooks.cancelled():
-            raise JobCancelledError(f"cancelled at step {state.step if state else 0}")
-        with contextlib.suppress(PlacementError):
-            return make_group(spec.with_workers(smaller), data, short, state), smaller
-    try:
-        return make_group(spec.with_workers(floor), data, options, state), floor
-    except PlacementError as exc:
-        if floor > spec.min_workers:
-            raise
-        raise BelowMinimumError(f"waiting for workers.min = {spec.min_workers}: {exc}",
-                                state) from exc
 
 
 def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: TrainingHooks,
