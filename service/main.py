@@ -10,6 +10,7 @@ the service outlives it. Tests pass an in-process runner instead
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -73,7 +74,9 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
     scheduler = Scheduler(store, settings, runner, catalog,
                           observe_records=metrics.observe_records)
     scheduler.start()
-    supervisor = Supervisor(runner, scheduler, settings.supervise_interval_s)
+    supervisor = Supervisor(runner, scheduler, settings.supervise_interval_s,
+                            on_owner_thread=functools.partial(on_loop_thread,
+                                                              asyncio.get_running_loop()))
     supervisor.start()
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.runner, app.state.metrics = runner, metrics
@@ -90,6 +93,15 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
         await run_in_threadpool(runner.disconnect)
         store.close()
         lock.release()
+
+
+def on_loop_thread(loop: asyncio.AbstractEventLoop, call: Callable[[], None]) -> None:
+    """Run ``call`` on ``loop``'s thread, the one that started Ray (see ``lifespan``), and
+    wait for it; the server's requests wait meanwhile."""
+    async def run() -> None:
+        call()
+
+    asyncio.run_coroutine_threadsafe(run(), loop).result()
 
 
 async def time_requests(request: Request,

@@ -162,7 +162,7 @@ class RayRunner(_DriverRunner):
                                 num_cpus=s.ray_num_cpus, include_dashboard=s.ray_dashboard,
                                 dashboard_port=s.ray_dashboard_port, temp_dir=s.ray_temp_dir)
                 break
-            except ConnectionError as exc:
+            except Exception as exc:  # ConnectionError, or Ray's own when the GCS is not up
                 if s.ray_address is None or time.monotonic() + wait > deadline:
                     raise
                 log.warning("Ray at %s does not answer (%s); trying again in %g s",

@@ -18,9 +18,11 @@ interrupted jobs' states are written as checkpoints, the jobs marked queued, and
 service ends itself (status 75) for its supervisor (compose's ``restart:``, systemd) to
 start it again; the new process joins the head with backoff once it is back, and resumes them.
 
-The recovery runs on the supervisor's own thread: it lives as long as the service,
-and Ray ties the processes it starts to the thread that started them. ``/healthz``
-reads the CPUs this thread last saw, so it never waits on a Ray that does not answer.
+Ray is started again on the thread that started it first (the server's main thread,
+through its event loop): Ray ties the processes it starts to the thread that started
+them, and a Ray started off the main thread installs its own SIGTERM handler, which
+would end the service without its graceful shutdown. ``/healthz`` reads the CPUs the
+supervisor last saw, so it never waits on a Ray that does not answer.
 """
 
 from __future__ import annotations
@@ -59,9 +61,12 @@ def stop_this_process() -> None:
 
 class Supervisor:
     def __init__(self, runner: Runner, scheduler: Scheduler, interval_s: float = 1.0,
-                 stop_process: Callable[[], None] = stop_this_process):
+                 stop_process: Callable[[], None] = stop_this_process,
+                 on_owner_thread: Callable[[Callable[[], None]], None] = lambda call: call()):
         self.runner, self.scheduler, self.interval_s = runner, scheduler, interval_s
         self._stop_process = stop_process
+        #: Runs a call on the thread that started Ray (and waits for it).
+        self._on_owner_thread = on_owner_thread
         #: Why jobs cannot run now (``/healthz`` answers 503 with it); None when they can.
         self.outage: str | None = None
         #: ``(total, free)`` CPUs at the last check that found Ray well.
@@ -74,8 +79,9 @@ class Supervisor:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching (before the service leaves Ray on purpose)."""
         self._stop.set()
-        self._thread.join(timeout=60)
+        self._thread.join(timeout=90)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -99,7 +105,7 @@ class Supervisor:
         while not self._stop.wait(BACKOFF_S[min(attempt, len(BACKOFF_S)) - 1] if attempt else 0):
             attempt += 1
             try:
-                self.runner.recover()
+                self._on_owner_thread(self.runner.recover)
                 if (still := self.runner.problem()) is not None:
                     raise RuntimeError(still)
                 break

@@ -33,9 +33,10 @@ def wait_healthy(net: Topology, role: str, service: str, env: dict[str, str],
 
 
 def start_service(net: Topology, role: str, service: str, env: dict[str, str],
-                  log: Path) -> subprocess.Popen[bytes]:
-    """Run the compose ``service``'s command with ``env`` in ``role``'s namespace, and wait
-    for its healthcheck."""
+                  log: Path, wait: bool = True) -> subprocess.Popen[bytes]:
+    """Run the compose ``service``'s command with ``env`` in ``role``'s namespace, and
+    (``wait``) wait for its healthcheck."""
     process = net.spawn(role, compose.command(service), env, log, cwd=compose.ROOT)
-    wait_healthy(net, role, service, env)
+    if wait:
+        wait_healthy(net, role, service, env)
     return process

@@ -33,7 +33,7 @@ from common.nn import Network
 from common.schemas import JobSpec
 from tests.cluster import compose
 from tests.cluster.netns import Topology, topology
-from tests.cluster.nodes import BIN, plain_environment, start_service
+from tests.cluster.nodes import BIN, plain_environment, start_service, wait_healthy
 from tests.reference import single_process_run
 
 pytestmark = [
@@ -45,7 +45,7 @@ pytestmark = [
 ROOT = compose.ROOT
 API_PORT = 8000
 WORKER_CPUS = 2
-ELASTIC_WAIT_S = 2.0
+ELASTIC_WAIT_S = 1.0
 # 64-512-10 in float64: 38,410 parameters, 307 KB of gradient a step, so the all-reduce
 # dwarfs Ray's own traffic on the wire (the dataset, ~1 MB, and small control messages).
 SPEC = {"model": {"input_dim": 64, "layers": [{"units": 512, "activation": "relu"},
@@ -62,7 +62,8 @@ class Cluster:
     before_workers: Any = None  # POST /jobs while the cluster had no worker node yet
     start_worker: Any = None  # (role, temp dir name) -> start a Ray worker node there
     start_head: Any = None  # (temp dir name) -> start the Ray head again
-    start_api: Any = None  # (log name) -> start the service again; its process
+    start_api: Any = None  # (log name, wait=True) -> start the service again; its process
+    wait_api: Any = None  # () -> until the service is healthy
     api: Any = None  # the service's process
 
     @property
@@ -115,8 +116,9 @@ def _cluster(tmp: Path, base: dict[str, str], ray_auth: dict[str, str],
             "SYNCSGD_ELASTIC_WAIT_S": str(ELASTIC_WAIT_S)})}
         (tmp / "shared").mkdir()
         cluster = Cluster(net, {**base, "SYNCSGD_TOKEN": api_token}, tmp, start_head=start_head)
-        cluster.start_api = lambda name: start_service(net, "head", "api", api_env,
-                                                       tmp / f"{name}.log")
+        cluster.start_api = lambda name, wait=True: start_service(
+            net, "head", "api", api_env, tmp / f"{name}.log", wait=wait)
+        cluster.wait_api = lambda: wait_healthy(net, "head", "api", api_env)
         cluster.api = cluster.start_api("api")
         anonymous = Cluster(net, base, tmp).client("post", cluster.url, json.dumps(SPEC))
         assert anonymous["status"] == 401, anonymous  # compose's API demands its token
@@ -273,7 +275,7 @@ def test_an_elastic_job_shrinks_off_a_lost_node_and_grows_onto_a_new_one(
     Deterministic mode: the weights are the single process's, bit for bit."""
     spec = {**SPEC, "workers": {"min": 1, "max": 2}, "cpus_per_worker": WORKER_CPUS,
             "deterministic": True, "micro_shards": 4, "allreduce": "mpi", "epochs": 1000,
-            "max_steps": 2500,
+            "max_steps": 5000,
             "steps_per_chunk": 20, "max_restarts": 5}
     params, records = single_process_run(JobSpec.model_validate(spec))
     job = cluster.client("start", cluster.url, json.dumps(spec))
@@ -345,10 +347,14 @@ def test_a_lost_head_stops_the_service_and_a_new_one_resumes_the_job_bit_for_bit
 
     for role in ("worker1", "worker2"):  # their raylets lost their head: new nodes
         cluster.net.kill_node(role)
+    # The service first, as a restart policy would bring it back: it tries to join the
+    # head, with backoff, until the head is up again.
+    cluster.api = cluster.start_api("api-again", wait=False)
     cluster.start_head("ray-head-again")
     for role in ("worker1", "worker2"):
         cluster.start_worker(role, f"ray-{role}-new")
-    cluster.api = cluster.start_api("api-again")
+    cluster.wait_api()
+    assert "event=ray-connect-retry" in (cluster.tmp / "api-again.log").read_text()
     ended = cluster.client("wait", cluster.url, job["id"])
     assert ended["state"] == "succeeded", (ended["error"], cluster.logs())
     assert ended["step"] == len(records)
