@@ -85,8 +85,8 @@ class Runner(Protocol):
     def recover(self) -> None:
         """Make jobs runnable again after :meth:`problem` said why not (start the embedded
         Ray again); raises when it could not (yet), and :class:`ProcessRestartNeededError`
-        when only a new service process can. Called on the supervisor's thread, which lives
-        as long as the service."""
+        when only a new service process can. Called on the thread that called
+        :meth:`connect` (the supervisor arranges it)."""
         ...
 
 
