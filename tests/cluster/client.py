@@ -6,7 +6,7 @@ Prints one JSON object.
     run URL SPEC_JSON OUT_DIR    submit; follow the SSE stream to the end; print the job,
                                  the curve (GET /curve) and the events' steps; save the
                                  model (GET /model) to OUT_DIR/model.npz
-    wait URL JOB_ID              wait for the job to end; print it
+    wait URL JOB_ID [SECONDS]    wait for the job to end (180 s at most); print it
     get URL JOB_ID               GET /jobs/{id}
     curve URL JOB_ID             the steps of the job's whole curve
     model URL JOB_ID OUT_DIR     save the model (GET /model) to OUT_DIR/model.npz; print {}
@@ -47,8 +47,8 @@ def run(client: Client, spec: dict[str, Any], out: Path) -> dict[str, Any]:
             "streamed_steps": streamed}
 
 
-def wait(client: Client, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 180
+def wait(client: Client, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
     while (job := client.job(job_id))["state"] not in ("succeeded", "failed", "cancelled"):
         if time.monotonic() > deadline:
             break
@@ -81,7 +81,7 @@ def main(command: str, url: str, *args: str) -> None:
         (Path(args[1]) / "model.npz").write_bytes(model.content)
         result = {}
     else:
-        result = wait(client, args[0])
+        result = wait(client, args[0], *(float(a) for a in args[1:]))
     print(json.dumps(result))
 
 

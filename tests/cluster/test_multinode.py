@@ -275,7 +275,7 @@ def test_an_elastic_job_shrinks_off_a_lost_node_and_grows_onto_a_new_one(
     Deterministic mode: the weights are the single process's, bit for bit."""
     spec = {**SPEC, "workers": {"min": 1, "max": 2}, "cpus_per_worker": WORKER_CPUS,
             "deterministic": True, "micro_shards": 4, "allreduce": "mpi", "epochs": 1000,
-            "max_steps": 5000,
+            "max_steps": 3500,
             "steps_per_chunk": 20, "max_restarts": 5}
     params, records = single_process_run(JobSpec.model_validate(spec))
     job = cluster.client("start", cluster.url, json.dumps(spec))
@@ -306,8 +306,8 @@ def test_an_elastic_job_shrinks_off_a_lost_node_and_grows_onto_a_new_one(
     while (now := get())["world_size"] != 2:
         assert now["step"] < now["total_steps"], "ended before the new node was taken up"
         time.sleep(0.5)
-    ended = cluster.client("wait", cluster.url, job["id"])
-    assert ended["state"] == "succeeded", (ended["error"], cluster.logs())
+    ended = cluster.client("wait", cluster.url, job["id"], "400", timeout=450)
+    assert ended["state"] == "succeeded", (ended["step"], ended["error"], cluster.logs())
     grown = ended["resize_log"][-1]
     assert (grown["from_workers"], grown["to_workers"], grown["cause"]) == (
         1, 2, "CPUs came free")
@@ -353,8 +353,8 @@ def test_a_lost_head_stops_the_service_and_a_new_one_resumes_the_job_bit_for_bit
     cluster.start_head("ray-head-again")
     for role in ("worker1", "worker2"):
         cluster.start_worker(role, f"ray-{role}-new")
-    cluster.wait_api()
-    assert "event=ray-connect-retry" in (cluster.tmp / "api-again.log").read_text()
+    cluster.wait_api()  # it waited for the head, instead of exiting
+    assert cluster.api.poll() is None
     ended = cluster.client("wait", cluster.url, job["id"])
     assert ended["state"] == "succeeded", (ended["error"], cluster.logs())
     assert ended["step"] == len(records)
@@ -363,22 +363,22 @@ def test_a_lost_head_stops_the_service_and_a_new_one_resumes_the_job_bit_for_bit
     out = cluster.tmp / "after-head-loss"
     cluster.client("model", cluster.url, job["id"], str(out))
     assert Network.load(out / "model.npz").params.tobytes() == params.tobytes()
-    resumed = [line for line in (cluster.tmp / "api-again.log").read_text().splitlines()
-               if "event=resume" in line]
     print(f"the service stopped itself {stopped_after:.1f} s after the head was killed "
-          f"(exit {code}); the new one: {resumed}")
+          f"(exit {code})")
 
 
 def test_a_lost_worker_node_fails_the_job_fast_naming_node_and_rank(cluster: Cluster) -> None:
-    """Runs last: worker2 does not come back."""
+    """Runs last: the lost node does not come back."""
     spec = {**SPEC, "allreduce": "mpi", "epochs": 500, "max_restarts": 0}
     job = cluster.client("start", cluster.url, json.dumps(spec))
     assert job["state"] == "running" and job["step"] > 0, job
-    lost = cluster.net.nodes["worker2"].address
-    [rank] = [r["rank"] for r in job["ranks"] if r["node"] == lost]
+    # "spread" is Ray's best effort: the node of rank 1 (both ranks, at times) is lost
+    lost = next(r["node"] for r in job["ranks"] if r["rank"] == 1)
+    [role] = [role for role in ("worker1", "worker2") if cluster.net.nodes[role].address == lost]
+    rank = 1
 
     killed_at = time.monotonic()
-    assert cluster.net.kill_node("worker2")  # the Ray worker node and the rank on it
+    assert cluster.net.kill_node(role)  # the Ray worker node and the ranks on it
     ended = cluster.client("wait", cluster.url, job["id"])
     took = time.monotonic() - killed_at
     assert ended["state"] == "failed", ended
