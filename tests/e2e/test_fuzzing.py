@@ -96,16 +96,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def kept_job(server: Server) -> tuple[str, Any]:
     """A succeeded job with one input feature, which the case phases must leave as it is.
     One per test: a stateful phase may delete any job it lists, this one too."""
-    spec = {"name": "kept", "epochs": 2, "allreduce": "local", "loss": "mse",
+    job_id = succeeded_job(server, "kept")
+    return job_id, snapshot(server, job_id)
+
+
+def succeeded_job(server: Server, name: str) -> str:
+    spec = {"name": name, "epochs": 2, "allreduce": "local", "loss": "mse",
             "data": {"dataset": "synthetic", "synthetic": {
                 "samples": 200, "features": 1, "outputs": 1, "task": "regression"}},
             "model": {"input_dim": 1, "layers": [{"units": 4, "activation": "tanh"},
                                                  {"units": 1, "activation": "identity"}]}}
     created = server.http.post("/jobs", json=spec, headers=AUTH)
     assert created.status_code == 201, created.text
-    job_id = created.json()["id"]
-    wait_for(lambda: state(server, job_id) == "succeeded", 60, "the kept job")
-    return job_id, snapshot(server, job_id)
+    job_id: str = created.json()["id"]
+    wait_for(lambda: state(server, job_id) == "succeeded", 60, f"the {name} job")
+    return job_id
 
 
 def state(server: Server, job_id: str) -> str:
@@ -121,11 +126,15 @@ def snapshot(server: Server, job_id: str) -> tuple[Any, bytes, bytes]:
 def run_schemathesis(server: Server, seed: int, phases: str, out: Path,
                      job_id: str | None = None, examples: int = 15) -> dict[str, Any]:
     """``schemathesis run`` of ``phases``; its JSON report, with its output under "output".
-    With ``job_id``, the operations of READS_OF_A_JOB are given that job."""
+    With ``job_id``, the operations of READS_OF_A_JOB are given that job, and DELETE a job
+    of its own to delete: schemathesis reuses ids it saw in responses (the jobs list names
+    the kept job), and the case phases must leave the kept job as it is."""
+    doomed = succeeded_job(server, "doomed") if job_id else None
     config = out / "schemathesis.toml"
     config.write_text(VERIFY_CONFIG + REGISTER_CONFIG + "".join(
-        f'[[operations]]\ninclude-name = "{name}"\nparameters = {{ job_id = "{job_id}" }}\n\n'
-        for name in READS_OF_A_JOB if job_id))
+        f'[[operations]]\ninclude-name = "{name}"\nparameters = {{ job_id = "{value}" }}\n\n'
+        for name, value in [*((name, job_id) for name in READS_OF_A_JOB),
+                            ("DELETE /jobs/{job_id}", doomed)] if job_id))
     command = [SCHEMATHESIS, "--config-file", str(config), "run", f"{server.url}/openapi.json",
                "--phases", phases, "--seed", str(seed), "--max-examples", str(examples),
                "--workers", "1", "--request-timeout", "120", "--no-color",
