@@ -71,7 +71,6 @@ class Supervisor:
         self.outage: str | None = None
         #: ``(total, free)`` CPUs at the last check that found Ray well.
         self.cpus: tuple[float, float] = runner.cluster_cpus()
-        self.recoveries = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
 
@@ -118,7 +117,6 @@ class Supervisor:
                             extra={"event": "ray-restart-failed"})
         else:
             return  # the service is stopping
-        self.recoveries += 1
         self.cpus = self.runner.cluster_cpus()
         self.outage = None
         self.scheduler.resume()
