@@ -30,8 +30,13 @@ SPEC: dict[str, Any] = {
     "workers": {"min": 2, "max": 2}}
 
 
+#: Holds a CPU until cancelled.
+BLOCKER: dict[str, Any] = {**SPEC, "workers": 1, "epochs": 5000, "name": "blocker"}
+
+
 class LosingCluster(InProcessRunner):
-    """After its first group, no group is placed until ``back`` is set."""
+    """After the job's first group, none of its groups is placed until ``back`` is set
+    (the blocker's always are)."""
 
     def __init__(self, settings: Settings):
         super().__init__(settings, cpus=2)
@@ -40,6 +45,8 @@ class LosingCluster(InProcessRunner):
         self.make_group = self.place  # type: ignore[assignment]
 
     def place(self, spec: JobSpec, data: Any, options: Any, state: Any) -> Any:
+        if spec.name == BLOCKER["name"]:
+            return LocalGroup.create(spec, data, options, state)
         self.groups += 1
         if self.groups > 1 and not self.back.is_set():
             raise PlacementError(f"workers: {spec.max_workers} x 1 CPU asked, none free")
@@ -51,8 +58,13 @@ def test_an_elastic_job_below_its_min_waits_in_the_queue_and_resumes(
     runners: list[LosingCluster] = []
     api: TestClient = make_app(fault_injection=True,
                                runner=lambda s: runners.append(LosingCluster(s)) or runners[-1])
+    blocker = api.post("/jobs", json=BLOCKER).json()["id"]
+    wait_job(api, blocker, {"running"})
     job_id = api.post("/jobs", json=SPEC).json()["id"]
+    # Armed while the job is queued behind the blocker, so it cannot pass step 7 first.
+    assert api.get(f"/jobs/{job_id}").json()["state"] == "queued"
     assert api.post(f"/jobs/{job_id}/faults", json={"rank": 0, "step": 7}).status_code == 202
+    assert api.post(f"/jobs/{blocker}/cancel").status_code == 200
 
     def waiting() -> dict[str, Any] | None:
         job: dict[str, Any] = api.get(f"/jobs/{job_id}").json()
