@@ -8,8 +8,8 @@ class FieldError(ValueError):
     (``model.layers[-1].units``, ``workers``, ``file``); ``message`` says why, and the
     limit where there is one. The service answers it with a 422 naming the field."""
 
-    def __init__(self, field: str, message: str):
-        self.field, self.message = field, message
+    def __init__(self, field: str, message: str, location: str = "body"):
+        self.field, self.message, self.location = field, message, location  # body, query
         super().__init__(f"{field}: {message}")
 
     def within(self, prefix: str) -> FieldError:

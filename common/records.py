@@ -9,7 +9,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from common.checkpoint import TrainingState
+
+Array = npt.NDArray[Any]
+
+#: The phases of a step a rank times, in their order within the step (a timeline's spans).
+SPAN_PHASES = ("compute", "wait", "allreduce", "update")
+#: The columns of a spans array: the step's start (unix seconds), then each phase's seconds.
+SPAN_COLUMNS = ("start", *SPAN_PHASES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,17 @@ class ChunkResult:
     state: TrainingState | None = None  # rank 0's state at the chunk's end (others: None)
     total_steps: int = 0  # the job's steps: fewer than planned once early stopping stops it
     early_stopping: EarlyStopReport | None = None  # when the job stops early
+    #: This rank's timings, (steps, 5) float64 in ``SPAN_COLUMNS`` order; the group's result
+    #: carries every rank's, (ranks, steps, 5).
+    spans: Array | None = None
+
+
+def step_spans(records: list[StepRecord], starts: list[float]) -> Array:
+    """(steps, 5) float64: each step's start time (unix s) and its phases' seconds."""
+    spans = np.empty((len(records), len(SPAN_COLUMNS)))
+    for row, (record, start) in enumerate(zip(records, starts, strict=True)):
+        spans[row] = (start, record.compute, record.wait, record.allreduce, record.update)
+    return spans
 
 
 def curve_stride(total_steps: int, max_points: int) -> int:

@@ -244,6 +244,21 @@ def _count_or_range(value: Any) -> str:
     return "range" if isinstance(value, dict | WorkerRange) else "count"
 
 
+class MlflowTracking(_Strict):
+    """Where a job's MLflow run goes; the tracking server is the service's setting
+    (``SYNCSGD_MLFLOW_TRACKING_URI``), never a URL from the spec."""
+
+    experiment: str = Field(default="syncsgd", min_length=1, max_length=100,
+                            pattern=NAME_PATTERN, description="created if it does not exist")
+    run_name: str | None = Field(default=None, min_length=1, max_length=100,
+                                 pattern=NAME_PATTERN, description="default: the job's id")
+
+
+class TrackingSpec(_Strict):
+    mlflow: MlflowTracking | None = Field(
+        default=None, description="log params, metrics and the model to one MLflow run")
+
+
 class WorkerRange(_Strict):
     """An elastic job's world size: it starts as soon as ``min`` ranks fit, grows towards
     ``max`` when CPUs come free, and shrinks (never below ``min``) when ranks are lost.
@@ -305,6 +320,7 @@ class JobSpec(_Strict):
                                     "summed before the one all-reduce (less memory per rank)")
     early_stopping: EarlyStoppingSpec | None = Field(
         default=None, description="stop when validation stops improving (needs a split)")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     @property
     def elastic(self) -> bool:
@@ -440,6 +456,29 @@ class ResizeInfo(BaseModel):
     seconds: float  # from the old group's last chunk (or its failure) to the new group up
 
 
+class StragglerInfo(BaseModel):
+    """A rank whose compute a step was ``factor`` times the ranks' median, chunk after
+    chunk, up to ``step``."""
+
+    at: datetime
+    step: int
+    rank: int
+    node: str
+    compute_s: float  # its median compute a step, over the last chunk
+    median_s: float  # the ranks' (lower) median of the same
+    factor: float
+
+
+class MlflowStatus(BaseModel):
+    """Where a job's MLflow run stands: the metrics go out behind the training, retried."""
+
+    run_id: str | None = None  # set once the run exists
+    logged_step: int = 0  # the curve's points up to here are in the run
+    failures: int = 0  # calls to the tracking server that failed (each is retried)
+    last_error: str | None = None  # the newest failure's message
+    finished: bool = False  # the artifacts are logged and the run has its end status
+
+
 class JobPublic(BaseModel):
     """A job as the API returns it."""
 
@@ -464,6 +503,8 @@ class JobPublic(BaseModel):
     error: str | None = None
     restarts: int = 0
     restart_log: list[RestartInfo] = Field(default_factory=list)
+    stragglers: list[StragglerInfo] = Field(default_factory=list)
+    mlflow: MlflowStatus | None = None  # when the spec asks for tracking
     stopped_early_at_epoch: int | None = None  # early stopping ended it after this epoch
     best_epoch: int | None = None  # early stopping's best epoch (its weights are the model's)
     #: Seconds from submission to the first step, by phase: queue, data, placement, actors,

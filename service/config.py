@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     elastic_wait_s: float = Field(default=5.0, gt=0, le=600,
                                   description="an elastic job waits this long to replace lost "
                                               "ranks whole, then goes on with fewer")
+    straggler_factor: float = Field(default=2.0, gt=1, le=100,
+                                    description="a rank whose compute a step is this many "
+                                                "times the ranks' median is a straggler...")
+    straggler_chunks: int = Field(default=3, ge=1, le=1000,
+                                  description="... when it is, chunk after chunk, this many")
+    timeline_keep_steps: int = Field(default=10_000, ge=1, le=10_000_000,
+                                     description="each job keeps its ranks' timings of this "
+                                                 "many latest steps")
+    timeline_max_steps: int = Field(default=2_000, ge=1, le=100_000,
+                                    description="the most steps one GET /jobs/{id}/timeline "
+                                                "returns")
 
     log_format: Literal["text", "json"] = Field(default="text",
                                                 description="json: one JSON object per line")

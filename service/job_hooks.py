@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from common.checkpoint import TrainingState, save_checkpoint
 from common.records import StepRecord, curve_stride, kept_on_curve
-from common.schemas import JobSpec, RankPlacement, ResizeInfo, RestartInfo
+from common.schemas import JobSpec, RankPlacement, ResizeInfo, RestartInfo, StragglerInfo
 from service import runner
 from service.config import Settings
 from service.store import SqliteJobStore
@@ -153,6 +153,21 @@ class JobHooks(runner.TrainingHooks):
                     info.to_workers, info.step, info.seconds, info.cause,
                     extra={"event": "resize", "job": self.job_id})
         self.write(lambda: self.store.add_resize(self.job_id, info))
+
+    def timings(self, ranks: list[runner.RankInfo], step: int, spans: runner.Array) -> None:
+        nodes, first = [r.node for r in ranks], step - spans.shape[1] + 1
+        keep = self.settings.timeline_keep_steps
+        self.write(lambda: self.store.add_spans(self.job_id, nodes, spans, first, keep))
+
+    def straggler(self, straggler: runner.Straggler) -> None:
+        info = StragglerInfo(at=datetime.fromtimestamp(straggler.at, UTC), step=straggler.step,
+                             rank=straggler.rank, node=straggler.node,
+                             compute_s=straggler.compute_s, median_s=straggler.median_s,
+                             factor=straggler.factor)
+        log.warning("rank %d on %s computes %.1fx the ranks' median (%.4f s vs %.4f s a step)",
+                    info.rank, info.node, info.factor, info.compute_s, info.median_s,
+                    extra={"event": "straggler", "job": self.job_id, "rank": info.rank})
+        self.write(lambda: self.store.add_straggler(self.job_id, info))
 
     def cancelled(self) -> bool:
         return self._cancel.is_set()

@@ -20,7 +20,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api import dashboard, datasets, errors, events, health, jobs, openapi, verify
+from service.api import (
+    dashboard,
+    datasets,
+    errors,
+    events,
+    health,
+    jobs,
+    openapi,
+    timeline,
+    verify,
+)
 from service.api.deps import require_read_token
 from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
@@ -52,6 +62,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     app.include_router(metrics_router)
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(timeline.router)
     app.include_router(datasets.router)
     app.include_router(verify.router)
     app.include_router(dashboard.router)

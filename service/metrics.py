@@ -20,6 +20,8 @@ from common.records import StepRecord
 from common.schemas import JobState
 from service.store import SqliteJobStore
 
+#: The steps each rank's compute gauge averages.
+RANK_COMPUTE_STEPS = 20
 ALLREDUCE_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
@@ -42,8 +44,14 @@ class JobCollector(Collector):
         workers = GaugeMetricFamily("syncsgd_job_workers",
                                     "Ranks each running job trains on now (an elastic job's "
                                     "world size changes)", labels=["job"])
+        compute = GaugeMetricFamily("syncsgd_rank_compute_seconds",
+                                    "Mean seconds a step each rank of a running job computed, "
+                                    "over its last 20 steps (a straggler's is higher)",
+                                    labels=["job", "rank"])
         running, _ = self.store.list_jobs(JobState.running, limit=1000)
         for job in running:
+            for rank, seconds in self.store.rank_compute(job.id, RANK_COMPUTE_STEPS).items():
+                compute.add_metric([job.id, str(rank)], seconds)
             if job.world_size is not None:
                 workers.add_metric([job.id], job.world_size)
             if job.timing is not None:
@@ -55,6 +63,7 @@ class JobCollector(Collector):
         yield speed
         yield loss
         yield workers
+        yield compute
 
 
 class Metrics:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from common.checkpoint import TrainingState, fsync_directory
 from common.data import Dataset, load_dataset
@@ -46,15 +47,17 @@ from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
 from worker.local_group import LocalGroup
 from worker.pool import WarmPool, local_node_with_cpus
+from worker.stragglers import Straggler
 
 log = logging.getLogger("syncsgd.runner")
+Array = npt.NDArray[Any]
 #: Waits between tries to join a cluster whose head does not answer, the last repeated.
 CONNECT_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
-__all__ = ["BelowMinimumError", "Fault", "FaultPlan", "GroupError", "InProcessRunner",
+__all__ = ["Array", "BelowMinimumError", "Fault", "FaultPlan", "GroupError", "InProcessRunner",
            "JobCancelledError", "ProcessRestartNeededError", "RankFailedError", "RankInfo",
-           "RayRunner", "Resize", "Restart", "Runner", "TrainingHooks", "TrainingResult",
-           "save_model"]
+           "RayRunner", "Resize", "Restart", "Runner", "Straggler", "TrainingHooks",
+           "TrainingResult", "save_model"]
 
 
 class ProcessRestartNeededError(RuntimeError):
@@ -111,7 +114,9 @@ class _DriverRunner:
                                     placement_timeout_s=settings.placement_timeout_s,
                                     join_timeout_s=settings.join_timeout_s,
                                     chunk_timeout_s=settings.chunk_timeout_s,
-                                    elastic_wait_s=settings.elastic_wait_s)
+                                    elastic_wait_s=settings.elastic_wait_s,
+                                    straggler_factor=settings.straggler_factor,
+                                    straggler_chunks=settings.straggler_chunks)
 
     def run_job(self, spec: JobSpec, hooks: TrainingHooks,
                 resume: TrainingState | None = None) -> TrainingResult:

@@ -17,16 +17,21 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from common.records import StepRecord
+import numpy.typing as npt
+
+from common.records import SPAN_COLUMNS, StepRecord
 from common.schemas import (
     DatasetPublic,
     JobPublic,
     JobSpec,
     JobState,
+    MlflowStatus,
     RankPlacement,
     ResizeInfo,
     RestartInfo,
+    StragglerInfo,
     Timing,
 )
 from service.errors import DatasetNotFoundError, JobNotFoundError
@@ -51,7 +56,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     stopped_early_at_epoch INTEGER, best_epoch INTEGER,
     startup TEXT,  -- seconds per phase from the pick to the first step (JSON)
     resize_log TEXT NOT NULL DEFAULT '[]',  -- an elastic job's world size changes (JSON)
-    waiting TEXT  -- why a queued job that already ran waits again
+    waiting TEXT,  -- why a queued job that already ran waits again
+    stragglers TEXT NOT NULL DEFAULT '[]',  -- ranks that computed slower (JSON)
+    mlflow TEXT  -- the MLflow run's status (JSON)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS points (
@@ -63,6 +70,15 @@ CREATE TABLE IF NOT EXISTS points (
     val_loss REAL, val_accuracy REAL,
     lr REAL, grad_norm REAL,
     PRIMARY KEY (job_id, step)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spans (  -- every rank's step timings (the timeline)
+    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    rank INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    start REAL NOT NULL,  -- unix seconds
+    compute REAL NOT NULL, wait REAL NOT NULL, allreduce REAL NOT NULL, "update" REAL NOT NULL,
+    PRIMARY KEY (job_id, step, rank)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS datasets (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -85,8 +101,25 @@ ADDED_COLUMNS = (("jobs", "crashes", "INTEGER NOT NULL DEFAULT 0"),
                  ("jobs", "stopped_early_at_epoch", "INTEGER"), ("jobs", "best_epoch", "INTEGER"),
                  ("jobs", "startup", "TEXT"),
                  ("jobs", "resize_log", "TEXT NOT NULL DEFAULT '[]'"), ("jobs", "waiting", "TEXT"),
-                 ("points", "lr", "REAL"), ("points", "grad_norm", "REAL"))
+                 ("points", "lr", "REAL"), ("points", "grad_norm", "REAL"),
+                 ("jobs", "stragglers", "TEXT NOT NULL DEFAULT '[]'"), ("jobs", "mlflow", "TEXT"))
 TIMING_FIELDS = ("compute", "allreduce", "wait", "update")
+
+
+Array = npt.NDArray[Any]
+
+
+class SpanRow(NamedTuple):
+    """One rank's timings of one step."""
+
+    step: int
+    rank: int
+    node: str
+    start: float  # unix seconds
+    compute: float
+    wait: float
+    allreduce: float
+    update: float
 
 
 def utcnow() -> datetime:
@@ -196,6 +229,17 @@ class SqliteJobStore:
             db.execute("UPDATE jobs SET restarts = ?, restart_log = ? WHERE id = ?",
                        (len(log), json.dumps(log), job_id))
 
+    def add_straggler(self, job_id: str, straggler: StragglerInfo) -> None:
+        with self._transaction() as db:
+            row = db.execute("SELECT stragglers FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            log = [*json.loads(row["stragglers"]), straggler.model_dump(mode="json")]
+            db.execute("UPDATE jobs SET stragglers = ? WHERE id = ?", (json.dumps(log), job_id))
+
+    def set_mlflow(self, job_id: str, status: MlflowStatus) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET mlflow = ? WHERE id = ?",
+                       (status.model_dump_json(), job_id))
+
     def add_resize(self, job_id: str, resize: ResizeInfo) -> None:
         with self._transaction() as db:
             row = db.execute("SELECT resize_log FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -226,18 +270,20 @@ class SqliteJobStore:
                        (state.value, error, utcnow().isoformat(), job_id))
 
     def delete(self, job_id: str) -> None:
-        """The job's points go first, a batch per transaction, so that a long curve does not
-        hold the store (and every request) for the whole delete; then its record."""
+        """The job's points and timings go first, a batch per transaction, so that a long
+        curve does not hold the store (and every request) for the whole delete; then its
+        record."""
         self.get(job_id)  # 404 before any work
-        while True:
-            with self._transaction() as db:
-                gone = db.execute(
-                    "DELETE FROM points WHERE job_id = ? AND step IN (SELECT step FROM points "
-                    "WHERE job_id = ? ORDER BY step LIMIT ?)",
-                    (job_id, job_id, DELETE_BATCH)).rowcount
-            if gone < DELETE_BATCH:
-                break
-            time.sleep(0)  # let the requests waiting for the store in
+        for table in ("points", "spans"):
+            while True:
+                with self._transaction() as db:
+                    gone = db.execute(
+                        f"DELETE FROM {table} WHERE job_id = ? AND step IN (SELECT step FROM "
+                        f"{table} WHERE job_id = ? ORDER BY step LIMIT ?)",
+                        (job_id, job_id, DELETE_BATCH)).rowcount
+                if gone < DELETE_BATCH:
+                    break
+                time.sleep(0)  # let the requests waiting for the store in
         with self._transaction() as db:
             if db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
                 raise JobNotFoundError(job_id)
@@ -303,6 +349,46 @@ class SqliteJobStore:
                 db.execute("UPDATE jobs SET val_loss = ?, val_accuracy = ? WHERE id = ?",
                            (validated[-1]["val_loss"], validated[-1]["val_accuracy"], job_id))
 
+    def add_spans(self, job_id: str, nodes: list[str], spans: Array, first_step: int,
+                  keep_steps: int) -> None:
+        """A chunk's timings: ``spans`` (ranks, steps, 5) in ``SPAN_COLUMNS`` order, its
+        first step ``first_step``; rank r ran on ``nodes[r]``. Steps more than
+        ``keep_steps`` before the chunk's last are dropped."""
+        ranks, steps, _ = spans.shape
+        rows = [(job_id, first_step + i, r, nodes[r], *map(float, spans[r, i]))
+                for r in range(ranks) for i in range(steps)]
+        with self._transaction() as db:
+            db.executemany(f"INSERT OR REPLACE INTO spans (job_id, step, rank, node, "
+                           f"{', '.join(map(_quote, SPAN_COLUMNS))}) VALUES "
+                           f"(?, ?, ?, ?, {', '.join('?' * len(SPAN_COLUMNS))})", rows)
+            db.execute("DELETE FROM spans WHERE job_id = ? AND step <= ?",
+                       (job_id, first_step + steps - 1 - keep_steps))
+
+    def spans(self, job_id: str, from_step: int, to_step: int) -> list[SpanRow]:
+        """The timings of steps ``from_step..to_step``, in step and rank order."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT step, rank, node, {', '.join(map(_quote, SPAN_COLUMNS))} FROM spans "
+                "WHERE job_id = ? AND step BETWEEN ? AND ? ORDER BY step, rank",
+                (job_id, from_step, to_step)).fetchall()
+        return [SpanRow(*r) for r in rows]
+
+    def rank_compute(self, job_id: str, steps: int) -> dict[int, float]:
+        """Each rank's mean compute seconds over the job's last ``steps`` timed steps."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT rank, AVG(compute) FROM spans WHERE job_id = ? AND step > "
+                "(SELECT MAX(step) FROM spans WHERE job_id = ?) - ? GROUP BY rank ORDER BY rank",
+                (job_id, job_id, steps)).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def span_steps(self, job_id: str) -> tuple[int, int] | None:
+        """The first and last step with timings kept, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(step), MAX(step) FROM spans WHERE job_id = ?",
+                                   (job_id,)).fetchone()
+        return None if row[0] is None else (row[0], row[1])
+
     def curve(self, job_id: str, since: int = 0, limit: int | None = None) -> list[StepRecord]:
         """Points with ``step > since``, in step order."""
         with self._lock:
@@ -339,6 +425,8 @@ def _job(row: sqlite3.Row) -> JobPublic:
         waiting=row["waiting"],
         error=row["error"], restarts=row["restarts"],
         restart_log=[RestartInfo(**r) for r in json.loads(row["restart_log"])],
+        stragglers=[StragglerInfo(**r) for r in json.loads(row["stragglers"])],
+        mlflow=MlflowStatus.model_validate_json(row["mlflow"]) if row["mlflow"] else None,
         created_at=row["created_at"], curve_stride=row["curve_stride"],
         stopped_early_at_epoch=row["stopped_early_at_epoch"], best_epoch=row["best_epoch"],
         startup=_startup(row),

@@ -16,6 +16,7 @@ import socket
 import time
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 from threadpoolctl import ThreadpoolController
 
@@ -127,16 +128,19 @@ class RankWorker:
 
     def run(self, steps: int) -> ChunkResult:
         """``steps`` synchronized steps; only rank 0 sends its records and its state back
-        (the driver keeps the newest: a failure loses the chunk in flight, no more)."""
+        (the driver keeps the newest: a failure loses the chunk in flight, no more). Every
+        rank sends its timings (``spans``)."""
         trainer = self._trainer()
         first = trainer.step
-        records = []
+        parts = []
         if self.fault is not None and first < self.fault.step <= first + steps:
-            records += trainer.run(self.fault.step - 1 - first).records
+            parts.append(trainer.run(self.fault.step - 1 - first))
             self._inject(self.fault, trainer)
             self.fault = None
         result = trainer.run(first + steps - trainer.step)
-        records += result.records
+        parts.append(result)
+        records = [r for part in parts for r in part.records]
+        timings = np.concatenate([part.spans for part in parts if part.spans is not None])
         every = self.spec.fingerprint_every
         fingerprint = result.fingerprint
         if fingerprint is None and first // every != trainer.step // every:
@@ -145,9 +149,9 @@ class RankWorker:
         state = trainer.state()
         if self.rank != 0:
             return ChunkResult(self.rank, [], trainer.step, fingerprint,
-                               total_steps=trainer.total_steps)
+                               total_steps=trainer.total_steps, spans=timings)
         return ChunkResult(0, records, trainer.step, fingerprint, state, trainer.total_steps,
-                           trainer.early_report())
+                           trainer.early_report(), timings)
 
     def final_params(self) -> Array:
         return self._trainer().net.params
@@ -177,6 +181,8 @@ class RankWorker:
             self.hang()
         elif fault.action == "perturb":
             trainer.net.params[0] += 1e-3
+        elif fault.action == "slow":
+            trainer.slow_s = fault.seconds
         else:
             raise InjectedFaultError(f"injected fault at step {fault.step}")
 

@@ -34,6 +34,7 @@ from worker.errors import GroupError, JobCancelledError, RestartsExhaustedError
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
 from worker.policy import FailureDecision, RestartPolicy
+from worker.stragglers import Straggler, StragglerWatch
 
 Array = npt.NDArray[Any]
 
@@ -115,6 +116,14 @@ class TrainingHooks:
     def resized(self, resize: Resize) -> None:
         """An elastic job now runs at another world size (grown, or shrunk after a loss)."""
 
+    def timings(self, ranks: list[RankInfo], step: int, spans: Array) -> None:
+        """A chunk's timings on every rank, up to its last step ``step``: ``spans``
+        (ranks, steps, 5), each step's start (unix s) and its phases' seconds
+        (``common.records.SPAN_COLUMNS``)."""
+
+    def straggler(self, straggler: Straggler) -> None:
+        """A rank became a straggler (:mod:`worker.stragglers`)."""
+
     def cancelled(self) -> bool:
         """Asked before every chunk: stop the job now?"""
         return False
@@ -135,6 +144,8 @@ class Recorder(TrainingHooks):
         self.checkpoints: list[TrainingState] = []
         self.restarts: list[Restart] = []
         self.resizes: list[Resize] = []
+        self.spans: list[Array] = []  # each chunk's (ranks, steps, 5)
+        self.stragglers: list[Straggler] = []
         self.startup_split: dict[str, float] = {}
 
     def startup(self, split: dict[str, float]) -> None:
@@ -154,6 +165,12 @@ class Recorder(TrainingHooks):
 
     def resized(self, resize: Resize) -> None:
         self.resizes.append(resize)
+
+    def timings(self, ranks: list[RankInfo], step: int, spans: Array) -> None:
+        self.spans.append(spans)
+
+    def straggler(self, straggler: Straggler) -> None:
+        self.stragglers.append(straggler)
 
     def faults(self) -> list[Fault]:
         return self.plan.take()
@@ -286,6 +303,7 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
     try:
         hooks.started(group.ranks, group.total_steps)
         sizer = ChunkSizer(spec.steps_per_chunk)
+        watch = StragglerWatch(options.straggler_factor, options.straggler_chunks)
         every = spec.checkpoint_every
         early: EarlyStopReport | None = None
         while group.step < group.total_steps:
@@ -306,6 +324,7 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
                 hooks.startup(split)
                 split = None
             hooks.records(chunk.records)
+            _report_timings(chunk, group.ranks, hooks, watch)
             early = chunk.early_stopping
             if chunk.state is not None:
                 latest.state = chunk.state
@@ -320,3 +339,12 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
                               early_stopping=early)
     finally:
         group.shutdown()
+
+
+def _report_timings(chunk: ChunkResult, ranks: list[RankInfo], hooks: TrainingHooks,
+                    watch: StragglerWatch) -> None:
+    if chunk.spans is None or not chunk.spans.shape[1]:
+        return
+    hooks.timings(ranks, chunk.step, chunk.spans)
+    for straggler in watch.observe(chunk.spans, [r.node for r in ranks], chunk.step):
+        hooks.straggler(straggler)

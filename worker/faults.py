@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
-FaultAction = Literal["raise", "kill", "hang", "perturb"]
+FaultAction = Literal["raise", "kill", "hang", "perturb", "slow"]
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,14 @@ class Fault:
     ``raise``: the rank raises (a bad-data bug). ``kill``: SIGKILL of its process
     (a real crash). ``hang``: it stops answering while its peers wait in a
     collective. ``perturb``: its replica's weights drift (a silent corruption the
-    fingerprint check must catch).
+    fingerprint check must catch). ``slow``: from that step on, each of its steps computes
+    ``seconds`` longer (a straggler).
     """
 
     rank: int
     step: int
     action: FaultAction = "raise"
+    seconds: float = 0.0
 
 
 class InjectedFaultError(RuntimeError):

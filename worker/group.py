@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from common.checkpoint import TrainingState
@@ -57,6 +58,8 @@ class GroupOptions:
     join_timeout_s: float = 60.0  # per collective join step
     chunk_timeout_s: float = 60.0  # the least a chunk is given before it counts as a hang
     elastic_wait_s: float = 5.0  # an elastic job's wait to replace lost ranks, then it shrinks
+    straggler_factor: float = 2.0  # a rank this much slower than the median is a straggler...
+    straggler_chunks: int = 3  # ... when it is for this many chunks in a row
     #: Asked while waiting for CPUs: stop waiting (the job was cancelled or interrupted)?
     cancelled: Callable[[], bool] = field(default=lambda: False, compare=False)
 
@@ -201,7 +204,7 @@ class WorkerGroup:
 
     def run(self, steps: int, timeout_s: float) -> ChunkResult:
         """One chunk: every rank runs ``steps`` steps. Returns rank 0's result, with its
-        state at the chunk's end.
+        state at the chunk's end and every rank's spans.
 
         When the chunk was due a fingerprint check, all ranks' parameter hashes
         must agree, or :class:`ReplicaMismatchError` names the odd ranks.
@@ -210,11 +213,13 @@ class WorkerGroup:
                                 for r, a in enumerate(self.actors)},
                                timeout_s, f"steps {self.step + 1}..{self.step + steps}")
         chunk: ChunkResult = results[0]
-        if chunk.state is not None:
-            # Out of Ray's object store at once: arrays that ``ray.get`` returns are views
-            # of its shared memory, released through the raylet when they are dropped, and
-            # a release once the raylet is gone (killed, out of memory) ends this process.
-            chunk = dataclasses.replace(chunk, state=chunk.state.copy())
+        # Out of Ray's object store at once: arrays that ``ray.get`` returns are views
+        # of its shared memory, released through the raylet when they are dropped, and
+        # a release once the raylet is gone (killed, out of memory) ends this process.
+        # (np.stack copies the spans.)
+        chunk = dataclasses.replace(
+            chunk, state=chunk.state.copy() if chunk.state is not None else None,
+            spans=np.stack([results[r].spans for r in range(self.world_size)]))
         self.step, self.total_steps = chunk.step, chunk.total_steps  # early stopping: fewer
         if chunk.fingerprint is not None:
             self.fingerprints = [results[r].fingerprint for r in range(self.world_size)]

@@ -16,12 +16,14 @@ apply: a chunk runs to its end on the calling thread.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from common.checkpoint import TrainingState
@@ -78,6 +80,8 @@ class LocalGroup:
     def run(self, steps: int, timeout_s: float) -> ChunkResult:
         with self._failures(f"steps {self.step + 1}..{self.step + steps}"):
             chunk = self._worker.run(steps)
+        if chunk.spans is not None:  # one rank's: (1, steps, 5), as a group's are
+            chunk = dataclasses.replace(chunk, spans=chunk.spans[np.newaxis])
         self.step, self.total_steps = chunk.step, chunk.total_steps  # early stopping: fewer
         if chunk.fingerprint is not None:
             self.fingerprints = [chunk.fingerprint]

@@ -46,7 +46,7 @@ from common.nn import Network, make_optimizer
 from common.nn.dropout import DropoutKey
 from common.nn.early_stopping import EarlyStopping
 from common.nn.schedules import LearningRate
-from common.records import ChunkResult, EarlyStopReport, StepRecord
+from common.records import ChunkResult, EarlyStopReport, StepRecord, step_spans
 from common.schemas import JobSpec
 from worker.reduction import DivergedError, make_reduction
 from worker.sharding import ShardedOptimizerState
@@ -82,6 +82,7 @@ class Trainer:
                       if spec.early_stopping is not None else None)
         self._dropout = any(layer.dropout for layer in spec.model.layers)
         self.step = 0
+        self.slow_s = 0.0  # seconds a drill adds to each step's compute
         # The rank's batch buffers: one micro-batch (its share of a global batch, cut
         # into accumulation_steps), never more.
         capacity = self.reduction.capacity
@@ -100,12 +101,15 @@ class Trainer:
         """Run up to ``steps`` synchronized steps (fewer at the end of training)."""
         first = self.step
         records: list[StepRecord] = []
+        starts: list[float] = []
         while len(records) < steps and not self.done:
+            starts.append(time.time())
             records.append(self._train_step())
         K = self.spec.fingerprint_every
         due = self.done or first // K != self.step // K
         return ChunkResult(self.rank, records, self.step, self.fingerprint() if due else None,
-                           total_steps=self.total_steps, early_stopping=self.early_report())
+                           total_steps=self.total_steps, early_stopping=self.early_report(),
+                           spans=step_spans(records, starts))
 
     def early_report(self) -> EarlyStopReport | None:
         """Early stopping's best epoch and stop, when the job has early stopping."""
@@ -157,7 +161,12 @@ class Trainer:
         global_batch = min(self.spec.batch_size, self.n_train - start)
         positions = self._order[start:start + global_batch]
 
+        slow = [self.slow_s]  # a drill's straggler: once a step, inside its compute
+
         def load(lo: int, hi: int) -> tuple[Array, Array]:
+            if slow[0]:
+                time.sleep(slow[0])
+                slow[0] = 0.0
             x, y = self._x[:hi - lo], self._y[:hi - lo]
             self.data.gather(self.data.train[positions[lo:hi]], x, y)
             return x, y

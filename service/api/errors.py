@@ -38,8 +38,8 @@ def locate_named_field(error: dict[str, Any]) -> dict[str, Any]:
 
 
 def field_error_body(error: FieldError) -> dict[str, object]:
-    """The 422 body naming ``error.field`` under ``body``."""
-    return {"detail": [{"type": "value_error", "loc": ["body", *error.field.split(".")],
+    """The 422 body naming ``error.field`` under its location (``body``, ``query``)."""
+    return {"detail": [{"type": "value_error", "loc": [error.location, *error.field.split(".")],
                         "msg": str(error)}]}
 
 

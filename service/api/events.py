@@ -61,6 +61,10 @@ def resume_cursor(
     return int(last_event_id)
 
 
+#: The events that follow an entry of a job's log: event name -> the JobPublic field.
+LOGGED_EVENTS = {"restart": "restart_log", "resize": "resize_log", "straggler": "stragglers"}
+
+
 @router.get("", response_class=EventSourceResponse,
             responses={400: {"description": "a malformed Last-Event-ID"},
                        503: {"description": "every event stream slot is taken"}},
@@ -70,28 +74,26 @@ async def job_events(job: JobDep, hub: HubDep,
                      ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: ``points`` (new curve points, id = last step), ``state``
     (the job, on every state change), ``restart`` (when its workers were replaced) and
-    ``resize`` (an elastic job's world size changed), in order; the stream ends when the
+    ``resize`` (an elastic job's world size changed) and ``straggler`` (a rank computes
+    slower than the others, chunk after chunk), in order; the stream ends when the
     job ends. A late subscriber first gets what it missed (``Last-Event-ID`` or
     ``?since``). Every stream of a job shares one poll of
     the store (:mod:`service.event_hub`).
     """
     async with hub.follow(job.id) as watch:
         last_state: JobState | None = None
-        restarts_sent = resizes_sent = 0
+        sent = dict.fromkeys(LOGGED_EVENTS, 0)
         while True:
             # What the poller read together: the record, and whether every point is in.
             current, complete = watch.job, watch.complete
             while batch := await hub.points_after(watch, job.id, cursor, EVENT_BATCH):
                 cursor, encoded = batch
                 yield ServerSentEvent(event="points", id=str(cursor), raw_data=encoded)
-            for restart in current.restart_log[restarts_sent:]:
-                yield ServerSentEvent(event="restart", id=str(cursor),
-                                      data=restart.model_dump(mode="json"))
-                restarts_sent += 1
-            for resize in current.resize_log[resizes_sent:]:
-                yield ServerSentEvent(event="resize", id=str(cursor),
-                                      data=resize.model_dump(mode="json"))
-                resizes_sent += 1
+            for event, field in LOGGED_EVENTS.items():
+                for item in getattr(current, field)[sent[event]:]:
+                    yield ServerSentEvent(event=event, id=str(cursor),
+                                          data=item.model_dump(mode="json"))
+                    sent[event] += 1
             if current.state != last_state:
                 last_state = current.state
                 yield ServerSentEvent(event="state", id=str(cursor),
