@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,gloo]'
+	$(BIN)/pip install -q -e '.[dev,gloo,mlflow]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
                                                 "times the ranks' median is a straggler...")
     straggler_chunks: int = Field(default=3, ge=1, le=1000,
                                   description="... when it is, chunk after chunk, this many")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, max_length=2048, description="the MLflow tracking server jobs with "
+        "tracking.mlflow log to (http://host:5000); needs the mlflow extra")
+    tracking_interval_s: float = Field(default=1.0, gt=0, le=600,
+                                       description="how often TensorBoard files and MLflow "
+                                                   "runs catch up with the curves")
     timeline_keep_steps: int = Field(default=10_000, ge=1, le=10_000_000,
                                      description="each job keeps its ranks' timings of this "
                                                  "many latest steps")
@@ -155,6 +161,10 @@ class Settings(BaseSettings):
     def checkpoint_dir(self, job_id: str) -> Path:
         """A running job's checkpoints, gone once it ends."""
         return self.checkpoints_dir / job_id
+
+    def tensorboard_dir(self, job_id: str) -> Path:
+        """A job's TensorBoard event files (``tensorboard --logdir`` this dir's parent)."""
+        return self.data_dir / "tensorboard" / job_id
 
 
 def _loopback(host: str) -> bool:

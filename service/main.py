@@ -28,7 +28,7 @@ from service.api import (
     health,
     jobs,
     openapi,
-    timeline,
+    tracking,
     verify,
 )
 from service.api.deps import require_read_token
@@ -44,6 +44,9 @@ from service.scheduler import Scheduler
 from service.store import SqliteJobStore
 from service.supervisor import Supervisor
 from service.tickets import Tickets
+from service.tracking.follower import Follower, Sink
+from service.tracking.mlflow_runs import MlflowSink
+from service.tracking.tensorboard_files import TensorBoardSink
 
 
 def create_app(settings: Settings | None = None, runner: Runner | None = None) -> FastAPI:
@@ -62,7 +65,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     app.include_router(metrics_router)
     app.include_router(jobs.router)
     app.include_router(events.router)
-    app.include_router(timeline.router)
+    app.include_router(tracking.router)
     app.include_router(datasets.router)
     app.include_router(verify.router)
     app.include_router(dashboard.router)
@@ -89,10 +92,13 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
                             on_owner_thread=functools.partial(on_loop_thread,
                                                               asyncio.get_running_loop()))
     supervisor.start()
+    models = ModelCache(settings.model_path)
+    followers = start_followers(store, settings, models)
     app.state.settings, app.state.store, app.state.scheduler = settings, store, scheduler
     app.state.runner, app.state.metrics = runner, metrics
     app.state.supervisor = supervisor
-    app.state.models, app.state.catalog = ModelCache(settings.model_path), catalog
+    app.state.models, app.state.catalog = models, catalog
+    app.state.tensorboard = followers[0]
     app.state.tickets = Tickets()
     app.state.hub = EventHub(store, settings.max_event_streams, settings.event_poll_s)
     try:
@@ -100,10 +106,24 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
     finally:
         await run_in_threadpool(supervisor.stop)  # no restart of Ray while it is left
         await run_in_threadpool(scheduler.stop)
+        for follower in followers:  # after the scheduler: the last points go out too
+            await run_in_threadpool(follower.stop)
         await run_in_threadpool(catalog.close)
         await run_in_threadpool(runner.disconnect)
         store.close()
         lock.release()
+
+
+def start_followers(store: SqliteJobStore, settings: Settings, models: ModelCache
+                    ) -> list[Follower]:
+    """TensorBoard files for every job; MLflow runs when the service has a tracking server."""
+    sinks: list[Sink] = [TensorBoardSink(store, settings)]
+    if settings.mlflow_tracking_uri is not None:
+        sinks.append(MlflowSink(store, settings, models.export))
+    followers = [Follower(sink, settings.tracking_interval_s) for sink in sinks]
+    for follower in followers:
+        follower.start()
+    return followers
 
 
 def on_loop_thread(loop: asyncio.AbstractEventLoop, call: Callable[[], None]) -> None:

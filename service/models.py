@@ -5,6 +5,7 @@ A ``Network`` reuses its buffers between calls, so each cached one has a lock.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 import numpy.typing as npt
 
 from common.nn import Network
+from common.schemas import JobPublic, JobState
 from service.errors import JobNotFoundError
 from service.onnx_export import to_onnx
 
@@ -37,6 +39,17 @@ class ModelCache:
         net, lock = self._get(job_id)
         with lock:
             return to_onnx(net, name)
+
+    def export(self, job: JobPublic, directory: Path) -> list[Path]:
+        """A succeeded job's model files written into ``directory``: the .npz and the .onnx
+        (none for a job that did not succeed)."""
+        source = self.model_path(job.id)
+        if job.state != JobState.succeeded or not source.exists():
+            return []
+        npz, onnx = directory / f"{job.name}.npz", directory / f"{job.name}.onnx"
+        shutil.copyfile(source, npz)
+        onnx.write_bytes(self.onnx(job.id, job.name))
+        return [npz, onnx]
 
     def _get(self, job_id: str) -> tuple[Network, threading.Lock]:
         with self._lock:

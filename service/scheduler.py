@@ -33,6 +33,7 @@ from service.datasets import DatasetCatalog
 from service.errors import ResumeError, StateConflictError, SubmissionError
 from service.job_hooks import JobHooks, StoreWriter
 from service.store import SqliteJobStore
+from service.tracking.mlflow_runs import check_mlflow_available
 
 log = logging.getLogger("syncsgd.scheduler")
 
@@ -154,6 +155,8 @@ class Scheduler:
                                   f"{s.max_worker_memory_bytes} "
                                   "(SYNCSGD_MAX_WORKER_MEMORY_BYTES); use a smaller "
                                   "batch_size or more workers")
+        if spec.tracking.mlflow is not None:
+            check_mlflow_available(s)
         self.catalog.check_usable(spec.data.dataset)
         info = describe_dataset(spec.data, seed=spec.seed, datasets_dir=s.datasets_path)
         check_spec_matches_data(spec, info)
@@ -198,6 +201,7 @@ class Scheduler:
             self.store.delete(job_id)
         self.settings.model_path(job_id).unlink(missing_ok=True)
         shutil.rmtree(self.settings.checkpoint_dir(job_id), ignore_errors=True)
+        shutil.rmtree(self.settings.tensorboard_dir(job_id), ignore_errors=True)
 
     def inject_fault(self, job_id: str, fault: runner.Fault) -> None:
         """Arm ``fault`` in a queued or running job that has its rank."""

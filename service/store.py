@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     resize_log TEXT NOT NULL DEFAULT '[]',  -- an elastic job's world size changes (JSON)
     waiting TEXT,  -- why a queued job that already ran waits again
     stragglers TEXT NOT NULL DEFAULT '[]',  -- ranks that computed slower (JSON)
-    mlflow TEXT  -- the MLflow run's status (JSON)
+    mlflow TEXT,  -- the MLflow run's status (JSON)
+    tensorboard_step INTEGER NOT NULL DEFAULT 0  -- the curve is in its event files to here
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS points (
@@ -102,7 +103,8 @@ ADDED_COLUMNS = (("jobs", "crashes", "INTEGER NOT NULL DEFAULT 0"),
                  ("jobs", "startup", "TEXT"),
                  ("jobs", "resize_log", "TEXT NOT NULL DEFAULT '[]'"), ("jobs", "waiting", "TEXT"),
                  ("points", "lr", "REAL"), ("points", "grad_norm", "REAL"),
-                 ("jobs", "stragglers", "TEXT NOT NULL DEFAULT '[]'"), ("jobs", "mlflow", "TEXT"))
+                 ("jobs", "stragglers", "TEXT NOT NULL DEFAULT '[]'"), ("jobs", "mlflow", "TEXT"),
+                 ("jobs", "tensorboard_step", "INTEGER NOT NULL DEFAULT 0"))
 TIMING_FIELDS = ("compute", "allreduce", "wait", "update")
 
 
@@ -167,11 +169,43 @@ class SqliteJobStore:
     # ---- jobs ----------------------------------------------------------------------------
 
     def create(self, job_id: str, spec: JobSpec) -> JobPublic:
+        mlflow = MlflowStatus().model_dump_json() if spec.tracking.mlflow else None
         with self._transaction() as db:
-            db.execute("INSERT INTO jobs (id, name, spec, state, created_at) VALUES (?,?,?,?,?)",
-                       (job_id, spec.name, spec.model_dump_json(), JobState.queued.value,
-                        utcnow().isoformat()))
+            db.execute("INSERT INTO jobs (id, name, spec, state, created_at, mlflow) "
+                       "VALUES (?,?,?,?,?,?)", (job_id, spec.name, spec.model_dump_json(),
+                                                JobState.queued.value, utcnow().isoformat(),
+                                                mlflow))
         return self.get(job_id)
+
+    # ---- what the trackers have sent -------------------------------------------------------
+
+    def behind_tensorboard(self, limit: int) -> list[str]:
+        """Jobs whose curve is ahead of their TensorBoard files."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM jobs WHERE tensorboard_step < step "
+                                    "ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        return [r[0] for r in rows]
+
+    def set_tensorboard_step(self, job_id: str, step: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET tensorboard_step = ? WHERE id = ?", (step, job_id))
+
+    def tensorboard_step(self, job_id: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT tensorboard_step FROM jobs WHERE id = ?",
+                                   (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(job_id)
+        return int(row[0])
+
+    def unfinished_mlflow_runs(self, limit: int) -> list[str]:
+        """Jobs with MLflow tracking whose run is not complete yet."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE mlflow IS NOT NULL AND "
+                "json_extract(mlflow, '$.finished') = 0 ORDER BY seq LIMIT ?",
+                (limit,)).fetchall()
+        return [r[0] for r in rows]
 
     def get(self, job_id: str) -> JobPublic:
         with self._lock:

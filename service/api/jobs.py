@@ -3,8 +3,6 @@ models and predictions. Following a job live is :mod:`service.api.events`."""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Annotated, Literal
 
 import numpy as np
@@ -26,8 +24,8 @@ from service.api.deps import (
     require_token,
 )
 from service.errors import StateConflictError
+from service.exports import curve_csv
 from service.runner import Fault
-from service.store import POINT_FIELDS
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_read_token)])
 
@@ -89,12 +87,7 @@ def read_curve(job: JobDep, store: StoreDep, settings: SettingsDep,
     points = store.curve(job.id, since, limit)
     if format == "json":
         return Curve(job_id=job.id, points=points)
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(POINT_FIELDS)
-    for p in points:
-        writer.writerow(["" if v is None else v for v in (getattr(p, f) for f in POINT_FIELDS)])
-    return Response(text.getvalue(), media_type="text/csv",
+    return Response(curve_csv(points), media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{job.id}.csv"'})
 
 

@@ -1,14 +1,17 @@
-"""``GET /jobs/{id}/timeline``: every rank's step timings, as a Chrome trace."""
+"""What a job's training leaves for other tools: every rank's step timings as a Chrome
+trace (``/jobs/{id}/timeline``), and its TensorBoard event files (``/tensorboard``)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from common.errors import FieldError
 from service.api.deps import MAX_INDEX, JobDep, SettingsDep, StoreDep, require_read_token
 from service.timeline import chrome_trace
+from service.tracking.follower import Follower
+from service.tracking.tensorboard_files import TensorBoardSink
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_read_token)])
 
@@ -38,3 +41,16 @@ def read_timeline(job: JobDep, store: StoreDep, settings: SettingsDep,
                          f"covers at most {most} (SYNCSGD_TIMELINE_MAX_STEPS): page with "
                          "from_step", "query")
     return chrome_trace(store.spans(job.id, from_step, to_step), job.id)
+
+
+@router.get("/{job_id}/tensorboard", response_class=Response,
+            responses={200: {"content": {"application/gzip": {}}}})
+def download_tensorboard(job: JobDep, request: Request) -> Response:
+    """The job's TensorBoard event files as a .tar.gz (scalars per step: loss, lr,
+    grad_norm; per epoch: val/loss, val/accuracy), caught up with the curve first. Or
+    point ``tensorboard --logdir`` at ``<data dir>/tensorboard``."""
+    follower: Follower = request.app.state.tensorboard
+    follower.sync_now(job.id)
+    sink: TensorBoardSink = follower.sink  # type: ignore[assignment]
+    return Response(sink.tar(job.id), media_type="application/gzip", headers={
+        "Content-Disposition": f'attachment; filename="{job.id}-tensorboard.tar.gz"'})
