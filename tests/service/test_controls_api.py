@@ -157,3 +157,16 @@ def test_a_fixed_worker_count_is_recorded_as_before(api: TestClient) -> None:
     elastic = run_job(api, {**SMALL, "workers": {"min": 1, "max": 2}, "max_steps": 3})
     assert elastic["state"] == "succeeded", elastic["error"]
     assert elastic["spec"]["workers"] == {"min": 1, "max": 2}
+
+
+def test_tracking_without_a_tracking_server_is_refused_naming_the_setting(
+        api: TestClient) -> None:
+    refused = api.post("/jobs", json={**SMALL, "tracking": {"mlflow": {"experiment": "x"}}})
+    assert refused.status_code == 422
+    (error,) = refused.json()["detail"]
+    assert error["loc"] == ["body", "tracking", "mlflow"]
+    assert "SYNCSGD_MLFLOW_TRACKING_URI" in error["msg"]
+    bad_name = api.post("/jobs", json={**SMALL, "tracking": {"mlflow": {"experiment": "a\nb"}}})
+    assert bad_name.status_code == 422
+    assert bad_name.json()["detail"][0]["loc"][:4] == ["body", "tracking", "mlflow", "experiment"]
+    assert api.get("/jobs").json()["total"] == 0  # nothing stored
