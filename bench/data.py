@@ -180,9 +180,8 @@ def service_memory(directory: Path, mb: int) -> dict[str, Any]:
         dataset = client.upload_dataset(path, name="upload", wait=True)
         job = client.submit({"model": {"input_dim": 19, "layers": [
             {"units": 64}, {"units": 2, "activation": "softmax"}]}, "epochs": 1,
-            "batch_size": 512, "workers": 2, "data": {"dataset": dataset["id"]}})
-        while client.job(job["id"])["state"] not in ("succeeded", "failed", "cancelled"):
-            time.sleep(0.2)
+            "batch_size": 512, "workers": 2, "data": {"dataset": dataset.id}})
+        client.wait(job.id, poll_s=0.2)
         peak = memory_of(client.pid)["VmHWM"]
     size = path.stat().st_size / 2**20
     return {"name": f"service peak RSS, a {size:.0f} MB CSV uploaded, ingested and trained "

@@ -28,13 +28,13 @@ def project_run() -> dict[str, Any]:
     with local_service("bench", cpus=2) as client:
         began = time.perf_counter()
         job = client.submit(job_spec())
-        for _ in client.events(job["id"]):
+        for _ in client.follow(job.id):
             pass  # the stream ends when the job does
         seconds = time.perf_counter() - began
-        done = client.job(job["id"])
-    assert done["state"] == "succeeded", done["error"]
-    return {"seconds": seconds, "final_loss": done["loss"], "steps": done["step"],
-            "timing_per_step": done["timing"]}
+        done = client.job(job.id)
+    assert done.state == "succeeded" and done.timing is not None, done.error
+    return {"seconds": seconds, "final_loss": done.loss, "steps": done.step,
+            "timing_per_step": done.timing.model_dump()}
 
 
 def reference_run(module: str, x: Path, y: Path) -> dict[str, Any]:

@@ -29,13 +29,12 @@ def first_step(client: LocalClient, allreduce: str) -> tuple[float, dict[str, fl
     """Seconds from the POST to a readable first point, and the service's split."""
     began = time.perf_counter()
     job = client.submit({**SPEC, "allreduce": allreduce})
-    while not client.curve(job["id"]):
+    while not client.curve(job.id):
         time.sleep(0.005)
     seconds = time.perf_counter() - began
-    while (record := client.job(job["id"]))["state"] not in ("succeeded", "failed"):
-        time.sleep(0.05)
-    assert record["state"] == "succeeded", record["error"]
-    return seconds, record["startup"]
+    record = client.wait(job.id, poll_s=0.05)
+    assert record.state == "succeeded" and record.startup is not None, record.error
+    return seconds, record.startup
 
 
 def main() -> None:

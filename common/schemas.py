@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from common.records import StepRecord
+
 ActivationName = Literal["identity", "sigmoid", "tanh", "relu", "softmax"]
 LossName = Literal["mse", "cross_entropy"]
 AllReduceName = Literal["mpi", "ray", "local"]
@@ -513,6 +515,35 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first."""
+
+    items: list[JobPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class Curve(BaseModel):
+    job_id: str
+    points: list[StepRecord]  # the stored step records, one per step
+
+
+class Prediction(BaseModel):
+    outputs: list[list[float]]  # class probabilities, or targets in their own units
+    classes: list[str | int] | None  # each row's class, by the name the data gave it
+
+
+class Health(BaseModel):
+    status: str  # "ok", or "degraded" with the reason in ``problem`` (503)
+    problem: str | None = None
+    cluster_cpus: float  # in the Ray cluster
+    free_cpus: float  # not reserved by any placement group or actor, as Ray counts them
+    running: list[str] | None = None  # job ids (with the token, where reads need it)
+    jobs: dict[str, int] | None = None  # count by state (likewise)
+    event_streams: int | None = None  # open GET /jobs/{id}/events streams (likewise)
 
 
 class DatasetState(StrEnum):

@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import typer
@@ -22,10 +22,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from common.nn import Network, gradcheck
-from common.schemas import JobSpec, ModelSpec
+from common.records import StepRecord
+from common.schemas import DatasetPublic, DatasetState, JobSpec, JobState, ModelSpec
 from service import logs
 from service.cli_spec import apply_overrides, parse_pairs
-from service.client import ApiError, Client
+from service.client import ApiError, Client, PointsEvent, StateEvent, StragglerEvent
 from service.local import local_service
 
 app = typer.Typer(help="syncsgd: synchronized data-parallel SGD as a service.",
@@ -133,9 +134,9 @@ def submit(ctx: typer.Context,
     spec = apply_overrides(_read_json(spec_file) if spec_file else {}, top, changes, dropout)
     client = ctx.obj.client()
     job = _api(client.submit, spec)
-    console.print(f"{job['id']} {job['state']}")
+    console.print(f"{job.id} {job.state.value}")
     if follow_job:
-        raise typer.Exit(_follow(client, job["id"]))
+        raise typer.Exit(_follow(client, job.id))
 
 
 @app.command("list")
@@ -144,18 +145,18 @@ def list_jobs(ctx: typer.Context, state: str | None = None,
     """The newest jobs."""
     page = _api(ctx.obj.client().jobs, state, limit)
     table = Table("id", "name", "state", "step", "loss", "val acc", "created")
-    for job in page["items"]:
-        table.add_row(job["id"], job["name"], job["state"],
-                      f"{job['step']}/{job['total_steps'] or '?'}", _fmt(job["loss"]),
-                      _fmt(job["val_accuracy"]), job["created_at"][:19])
+    for job in page.items:
+        table.add_row(job.id, job.name, job.state.value, f"{job.step}/{job.total_steps or '?'}",
+                      _fmt(job.loss), _fmt(job.val_accuracy),
+                      job.created_at.isoformat(sep=" ")[:19])
     console.print(table)
-    console.print(f"{len(page['items'])} of {page['total']} jobs")
+    console.print(f"{len(page.items)} of {page.total} jobs")
 
 
 @app.command()
 def status(ctx: typer.Context, job_id: str) -> None:
     """One job, as JSON."""
-    console.print_json(data=_api(ctx.obj.client().job, job_id))
+    console.print_json(_api(ctx.obj.client().job, job_id).model_dump_json())
 
 
 @app.command()
@@ -170,30 +171,34 @@ def _follow(client: Client, job_id: str) -> int:
                TextColumn("loss {task.fields[loss]}  val acc {task.fields[acc]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"{job_id} {job['state']}", total=job["total_steps"],
+        task = progress.add_task(f"{job_id} {job.state.value}", total=job.total_steps,
                                  loss="-", acc="-")
         try:
-            for event, data in client.events(job_id):
-                if event == "points":
-                    last = data[-1]
-                    accs = [p["val_accuracy"] for p in data if p["val_accuracy"] is not None]
-                    fields: dict[str, Any] = {"loss": f"{last['loss']:.4f}"}
+            for event in client.follow(job_id):
+                if isinstance(event, PointsEvent):
+                    last = event.points[-1]
+                    accs = [p.val_accuracy for p in event.points if p.val_accuracy is not None]
+                    fields: dict[str, Any] = {"loss": f"{last.loss:.4f}"}
                     if accs:
                         fields["acc"] = f"{accs[-1]:.4f}"
-                    progress.update(task, completed=last["step"], **fields)
-                elif event == "state":
-                    job = data
-                    progress.update(task, description=f"{job_id} {job['state']}",
-                                    total=job["total_steps"], completed=job["step"])
+                    progress.update(task, completed=last.step, **fields)
+                elif isinstance(event, StateEvent):
+                    job = event.job
+                    progress.update(task, description=f"{job_id} {job.state.value}",
+                                    total=job.total_steps, completed=job.step)
+                elif isinstance(event, StragglerEvent):
+                    s = event.straggler
+                    progress.console.print(f"[yellow]straggler[/yellow] rank {s.rank} on "
+                                           f"{s.node}: {s.factor:.1f}x the median compute")
         except ApiError as exc:
             console.print(f"[red]error[/red] {exc}")
             return 1
     job = _api(client.job, job_id)
-    console.print(f"{job_id} {job['state']}: {job['step']} steps, loss {_fmt(job['loss'])}, "
-                  f"val loss {_fmt(job['val_loss'])}, val accuracy {_fmt(job['val_accuracy'])}")
-    if job["error"]:
-        console.print(f"[red]error[/red] {job['error']}")
-    return 0 if job["state"] == "succeeded" else 1
+    console.print(f"{job_id} {job.state.value}: {job.step} steps, loss {_fmt(job.loss)}, "
+                  f"val loss {_fmt(job.val_loss)}, val accuracy {_fmt(job.val_accuracy)}")
+    if job.error:
+        console.print(f"[red]error[/red] {job.error}")
+    return 0 if job.state == JobState.succeeded else 1
 
 
 @app.command()
@@ -206,33 +211,33 @@ def curve(ctx: typer.Context, job_id: str,
     stride = every or max(1, len(points) // 20)
     table = Table("step", "epoch", "loss", "val loss", "val acc", title=job_id)
     for p in points:
-        if p["step"] % stride == 0 or p["val_loss"] is not None or p is points[-1]:
-            table.add_row(str(p["step"]), str(p["epoch"] + 1), f"{p['loss']:.4f}",
-                          _fmt(p["val_loss"]), _fmt(p["val_accuracy"]))
+        if p.step % stride == 0 or p.val_loss is not None or p is points[-1]:
+            table.add_row(str(p.step), str(p.epoch + 1), f"{p.loss:.4f}", _fmt(p.val_loss),
+                          _fmt(p.val_accuracy))
     console.print(table)
     if png is not None:
         _plot(points, png, title=job_id)
         console.print(f"wrote {png}")
 
 
-def _plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
+def _plot(points: list[StepRecord], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    ax.plot([p["step"] for p in points], [p["loss"] for p in points], lw=0.8,
+    ax.plot([p.step for p in points], [p.loss for p in points], lw=0.8,
             label="training loss (per step)")
-    ends = [p for p in points if p["val_loss"] is not None]
-    ax.plot([p["step"] for p in ends], [p["val_loss"] for p in ends], "o-",
+    ends = [p for p in points if p.val_loss is not None]
+    ax.plot([p.step for p in ends], [p.val_loss or 0.0 for p in ends], "o-",
             label="validation loss (per epoch)")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    if any(p["val_accuracy"] is not None for p in ends):
+    if any(p.val_accuracy is not None for p in ends):
         acc = ax.twinx()
-        acc.plot([p["step"] for p in ends], [p["val_accuracy"] for p in ends], "s--",
+        acc.plot([p.step for p in ends], [p.val_accuracy or 0.0 for p in ends], "s--",
                  color="tab:green", label="validation accuracy")
         acc.set_ylabel("accuracy")
         acc.legend(loc="center right")
@@ -258,11 +263,11 @@ def predict(ctx: typer.Context, job_id: str,
         raise typer.BadParameter(f"{inputs_file}: {exc}") from exc
     result = _api(ctx.obj.client().predict, job_id, rows)
     if as_json:
-        console.print_json(data=result)
-    elif result["classes"] is not None:
-        console.print("\n".join(map(str, result["classes"])))
+        console.print_json(result.model_dump_json())
+    elif result.classes is not None:
+        console.print("\n".join(map(str, result.classes)))
     else:
-        console.print("\n".join(",".join(f"{v:.6g}" for v in row) for row in result["outputs"]))
+        console.print("\n".join(",".join(f"{v:.6g}" for v in row) for row in result.outputs))
 
 
 @app.command()
@@ -273,7 +278,7 @@ def model(ctx: typer.Context, job_id: str,
     """Download a succeeded job's model, with its preprocessing."""
     if format not in ("npz", "onnx"):
         raise typer.BadParameter(f"format: {format!r} is not npz or onnx")
-    path = _api(ctx.obj.client().model, job_id, output, format)
+    path = _api(ctx.obj.client().model, job_id, output, cast(Literal["npz", "onnx"], format))
     console.print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
@@ -285,22 +290,22 @@ def verify(ctx: typer.Context,
     """Train a spec for a few steps with 1 and with N workers: are the weights identical?
     Exit 0 when they are bit for bit, 1 otherwise (with the largest difference)."""
     report = _api(ctx.obj.client().verify, _read_json(spec_file), workers, steps)
-    if report["identical"]:
+    if report.identical:
         console.print(f"identical: 1 and {workers} workers give the same weights bit for bit "
-                      f"after {report['steps']} steps (sha256 {report['sha256_one'][:16]}...)")
+                      f"after {report.steps} steps (sha256 {report.sha256_one[:16]}...)")
     else:
-        console.print(f"different: after {report['steps']} steps, 1 and {workers} workers "
-                      f"differ by up to {report['max_abs_difference']:.3g} "
-                      f"(relative {report['max_rel_difference']:.3g}); "
+        console.print(f"different: after {report.steps} steps, 1 and {workers} workers "
+                      f"differ by up to {report.max_abs_difference:.3g} "
+                      f"(relative {report.max_rel_difference:.3g}); "
                       "set \"deterministic\": true for identical weights")
-    raise typer.Exit(0 if report["identical"] else 1)
+    raise typer.Exit(0 if report.identical else 1)
 
 
 @app.command()
 def cancel(ctx: typer.Context, job_id: str) -> None:
     """Cancel a queued or running job."""
     job = _api(ctx.obj.client().cancel, job_id)
-    console.print(f"{job['id']} {job['state']}")
+    console.print(f"{job.id} {job.state.value}")
 
 
 # ---- datasets ----------------------------------------------------------------------------
@@ -338,21 +343,21 @@ def datasets_add(
     raise typer.Exit(_follow_ingest(client, dataset))
 
 
-def _follow_ingest(client: Client, dataset: dict[str, Any]) -> int:
+def _follow_ingest(client: Client, dataset: DatasetPublic) -> int:
     with Progress(TextColumn("ingesting {task.description}"), TextColumn("{task.completed} rows"),
                   TimeElapsedColumn(), console=console) as progress:
-        bar = progress.add_task(dataset["id"], total=None)
-        while dataset["state"] == "ingesting":
-            progress.update(bar, completed=dataset["rows_done"])
+        bar = progress.add_task(dataset.id, total=None)
+        while dataset.state == DatasetState.ingesting:
+            progress.update(bar, completed=dataset.rows_done)
             time.sleep(0.25)
-            dataset = _api(client.dataset, dataset["id"])
-        progress.update(bar, completed=dataset["rows_done"])
-    if dataset["state"] != "ready":
-        console.print(f"[red]failed[/red] {dataset['id']}: {dataset['error']}")
+            dataset = _api(client.dataset, dataset.id)
+        progress.update(bar, completed=dataset.rows_done)
+    if dataset.state != DatasetState.ready:
+        console.print(f"[red]failed[/red] {dataset.id}: {dataset.error}")
         return 1
-    kind = "classes" if dataset["classes"] else "outputs"
-    console.print(f"{dataset['id']} ready: {dataset['rows']} rows, {dataset['features']} "
-                  f"features, {dataset['outputs']} {kind}")
+    kind = "classes" if dataset.classes else "outputs"
+    console.print(f"{dataset.id} ready: {dataset.rows} rows, {dataset.features} "
+                  f"features, {dataset.outputs} {kind}")
     return 0
 
 
@@ -361,8 +366,8 @@ def datasets_list(ctx: typer.Context) -> None:
     """The datasets, newest first."""
     table = Table("id", "name", "state", "rows", "features", "task", "source")
     for d in _api(ctx.obj.client().datasets):
-        table.add_row(d["id"], d["name"], d["state"], str(d["rows"] or d["rows_done"]),
-                      str(d["features"]), d["task"], d["source"])
+        table.add_row(d.id, d.name, d.state.value, str(d.rows or d.rows_done),
+                      str(d.features), d.task, d.source)
     console.print(table)
 
 
@@ -427,11 +432,11 @@ def demo(epochs: Annotated[int, typer.Option(min=1, max=1000)] = 30,
         console.print(f"the service is up at {client.http.base_url}")
         spec = {**DEMO_SPEC, "epochs": epochs, "workers": workers, "allreduce": allreduce}
         job = _api(client.submit, spec)
-        console.print(f"submitted {job['id']}: {spec['name']}, {workers} workers, "
+        console.print(f"submitted {job.id}: {spec['name']}, {workers} workers, "
                       f"all-reduce {allreduce}, {epochs} epochs")
-        code = _follow(client, job["id"])
-        points = _api(client.curve, job["id"])
-        _plot(points, png, title=f"{spec['name']} ({job['id']})")
+        code = _follow(client, job.id)
+        points = _api(client.curve, job.id)
+        _plot(points, png, title=f"{spec['name']} ({job.id})")
         console.print(f"loss curve: {png} ({len(points)} steps)")
     raise typer.Exit(code)
 

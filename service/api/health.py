@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
-from pydantic import BaseModel
 
+from common.schemas import Health
 from service.api.deps import (
     Credentials,
     HubDep,
@@ -16,16 +16,6 @@ from service.api.deps import (
 )
 
 router = APIRouter(tags=["health"])
-
-
-class Health(BaseModel):
-    status: str  # "ok", or "degraded" with the reason in ``problem`` (503)
-    problem: str | None = None
-    cluster_cpus: float  # in the Ray cluster
-    free_cpus: float  # not reserved by any placement group or actor, as Ray counts them
-    running: list[str] | None = None  # job ids (with the token, where reads need it)
-    jobs: dict[str, int] | None = None  # count by state (likewise)
-    event_streams: int | None = None  # open GET /jobs/{id}/events streams (likewise)
 
 
 @router.get("/healthz", responses={503: {

@@ -8,11 +8,19 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from common.errors import FieldError
-from common.records import StepRecord
-from common.schemas import MAX_INPUT_DIM, JobPublic, JobSpec, JobState, StrictModel
+from common.schemas import (
+    MAX_INPUT_DIM,
+    Curve,
+    JobList,
+    JobPublic,
+    JobSpec,
+    JobState,
+    Prediction,
+    StrictModel,
+)
 from service.api.deps import (
     MAX_INDEX,
     JobDep,
@@ -28,18 +36,6 @@ from service.exports import curve_csv
 from service.runner import Fault
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_read_token)])
-
-
-class JobList(BaseModel):
-    items: list[JobPublic]
-    total: int
-    limit: int
-    offset: int
-
-
-class Curve(BaseModel):
-    job_id: str
-    points: list[StepRecord]  # the stored step records, one per step
 
 
 
@@ -143,11 +139,6 @@ def delete_job(job: JobDep, scheduler: SchedulerDep, models: ModelsDep) -> Respo
 class PredictRequest(StrictModel):
     inputs: list[Annotated[list[float], Field(min_length=1, max_length=MAX_INPUT_DIM)]] = Field(
         min_length=1, max_length=10_000, description="rows of the job's input_dim numbers")
-
-
-class Prediction(BaseModel):
-    outputs: list[list[float]]  # class probabilities, or targets in their own units
-    classes: list[str | int] | None  # each row's class, by the name the data gave it
 
 
 @router.post("/{job_id}/predict", dependencies=[Depends(require_read_token)],

@@ -24,64 +24,54 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.client import Client
+from common.schemas import JobPublic
+from service.client import Client, PointsEvent
 
 
-def start(client: Client, spec: dict[str, Any]) -> dict[str, Any]:
+def start(client: Client, spec: dict[str, Any]) -> JobPublic:
     job = client.submit(spec)
     deadline = time.monotonic() + 120
-    while (job := client.job(job["id"]))["step"] == 0 and time.monotonic() < deadline:
+    while (job := client.job(job.id)).step == 0 and time.monotonic() < deadline:
         time.sleep(0.2)
     return job
 
 
 def run(client: Client, spec: dict[str, Any], out: Path) -> dict[str, Any]:
     job = client.submit(spec)
-    streamed = [point["step"] for event, data in client.events(job["id"])
-                if event == "points" for point in data]
-    model = client.http.get(f"/jobs/{job['id']}/model")
-    model.raise_for_status()
+    streamed = [point.step for event in client.follow(job.id)
+                if isinstance(event, PointsEvent) for point in event.points]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model.npz").write_bytes(model.content)
-    return {"job": client.job(job["id"]), "curve": client.curve(job["id"]),
-            "streamed_steps": streamed}
-
-
-def wait(client: Client, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while (job := client.job(job_id))["state"] not in ("succeeded", "failed", "cancelled"):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    return job
+    client.model(job.id, out / "model.npz")
+    return {"job": client.job(job.id).model_dump(mode="json"),
+            "curve": [p.to_dict() for p in client.curve(job.id)], "streamed_steps": streamed}
 
 
 def main(command: str, url: str, *args: str) -> None:
     client = Client(url, token=os.environ.get("SYNCSGD_TOKEN"), timeout=60)
     client.wait_until_up(60)
+    result: Any
     if command == "health":
-        result = client.health()
+        result = client.health().model_dump(mode="json")
     elif command == "post":
         response = client.http.post("/jobs", json=json.loads(args[0]))
         result = {"status": response.status_code, "body": response.json()}
     elif command == "register":
-        result = client.register_dataset(json.loads(args[0]), wait=True)
+        result = client.register_dataset(json.loads(args[0]), wait=True).model_dump(mode="json")
     elif command == "start":
-        result = start(client, json.loads(args[0]))
+        result = start(client, json.loads(args[0])).model_dump(mode="json")
     elif command == "run":
         result = run(client, json.loads(args[0]), Path(args[1]))
     elif command == "get":
-        result = client.job(args[0])
+        result = client.job(args[0]).model_dump(mode="json")
     elif command == "curve":
-        result = [point["step"] for point in client.curve(args[0])]
+        result = [point.step for point in client.curve(args[0])]
     elif command == "model":
-        model = client.http.get(f"/jobs/{args[0]}/model")
-        model.raise_for_status()
         Path(args[1]).mkdir(parents=True, exist_ok=True)
-        (Path(args[1]) / "model.npz").write_bytes(model.content)
+        client.model(args[0], Path(args[1]) / "model.npz")
         result = {}
     else:
-        result = wait(client, args[0], *(float(a) for a in args[1:]))
+        timeout_s = float(args[1]) if len(args) > 1 else 180
+        result = client.wait(args[0], timeout_s, poll_s=0.2).model_dump(mode="json")
     print(json.dumps(result))
 
 

@@ -55,25 +55,29 @@ def test_a_job_runs_to_success_and_its_curve_arrives_live(server: Server) -> Non
     batches = [(t, data) for t, event, data in streamed if event == "points"]
     steps = [p["step"] for _, batch in batches for p in batch]
     done = client.job(job["id"])
-    assert steps == list(range(1, done["total_steps"] + 1)) == list(range(1, 30 * 23 + 1))
+    assert done.total_steps is not None
+    assert steps == list(range(1, done.total_steps + 1)) == list(range(1, 30 * 23 + 1))
     # Live: the points came in many batches spread over the run, not all at the end.
     assert len(batches) >= 5
     assert batches[-1][0] - batches[0][0] > 1.0
-    assert batches[0][1][-1]["step"] < done["total_steps"] // 2
+    assert batches[0][1][-1]["step"] < done.total_steps // 2
 
     curve = client.curve(job["id"])
-    assert [p["step"] for p in curve] == steps  # exactly one point per step
-    epoch_losses = [sum(p["loss"] for p in curve if p["epoch"] == e) for e in (0, 29)]
+    assert [p.step for p in curve] == steps  # exactly one point per step
+    epoch_losses = [sum(p.loss for p in curve if p.epoch == e) for e in (0, 29)]
     assert epoch_losses[1] < epoch_losses[0] / 10
-    assert done["val_accuracy"] > 0.95 and done["step"] == done["total_steps"]
-    assert done["timing"]["compute"] > 0 and done["finished_at"] >= done["started_at"]
-    assert [r["rank"] for r in done["ranks"]] == [0, 1]
-    assert len({r["pid"] for r in done["ranks"]}) == 2
+    assert done.val_accuracy is not None and done.val_accuracy > 0.95
+    assert done.step == done.total_steps
+    assert done.timing is not None and done.timing.compute > 0
+    assert done.started_at is not None and done.finished_at is not None
+    assert done.finished_at >= done.started_at
+    assert [r.rank for r in done.ranks] == [0, 1]
+    assert len({r.pid for r in done.ranks}) == 2
 
     # A late subscriber gets what it missed: from Last-Event-ID, or from ?since.
     late = collect_events(server.http, job["id"], headers={"Last-Event-ID": "100"})
     late_steps = [p["step"] for _, e, d in late if e == "points" for p in d]
-    assert late_steps == list(range(101, done["total_steps"] + 1))
+    assert late_steps == list(range(101, done.total_steps + 1))
     assert [d["state"] for _, e, d in late if e == "state"] == ["succeeded"]
     replay = collect_events(server.http, job["id"], params={"since": 0})
     assert [p["step"] for _, e, d in replay if e == "points" for p in d] == steps
@@ -82,7 +86,7 @@ def test_a_job_runs_to_success_and_its_curve_arrives_live(server: Server) -> Non
     assert table.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(table.text)))
     assert [int(r["step"]) for r in rows] == steps
-    assert float(rows[-1]["loss"]) == pytest.approx(curve[-1]["loss"])
+    assert float(rows[-1]["loss"]) == pytest.approx(curve[-1].loss)
     since = httpx.get(f"{server.url}/jobs/{job['id']}/curve", params={"since": 680}).json()
     assert [p["step"] for p in since["points"]] == list(range(681, 691))
     client.close()
@@ -91,9 +95,9 @@ def test_a_job_runs_to_success_and_its_curve_arrives_live(server: Server) -> Non
 def test_cancel_stops_a_running_job_and_frees_its_workers(server: Server) -> None:
     client = server.client()
     job = client.submit({**LIVE, "epochs": 2000})
-    running = wait_for(lambda: (j := client.job(job["id"]))["step"] > 0 and j, 60,
+    running = wait_for(lambda: (j := client.job(job.id)).step > 0 and j, 60,
                        "the job to make progress")
-    pids = {r["pid"] for r in running["ranks"]}
+    pids = {r.pid for r in running.ranks}
     assert len(pids) == 2 and all(map(process_exists, pids))
     # Its 2 CPUs are all the cluster has: a verification cannot run now, and says so at
     # once instead of holding the request until the job ends.
@@ -104,8 +108,8 @@ def test_cancel_stops_a_running_job_and_frees_its_workers(server: Server) -> Non
                                      "hold the rest); retry later")
 
     began = time.monotonic()
-    assert httpx.post(f"{server.url}/jobs/{job['id']}/cancel").status_code == 200
-    cancelled = wait_job(server.http, job["id"], {"cancelled", "failed", "succeeded"}, timeout_s=30)
+    assert httpx.post(f"{server.url}/jobs/{job.id}/cancel").status_code == 200
+    cancelled = wait_job(server.http, job.id, {"cancelled", "failed", "succeeded"}, timeout_s=30)
     assert cancelled["state"] == "cancelled"
     assert time.monotonic() - began < 10
     assert cancelled["step"] < cancelled["total_steps"]
@@ -117,8 +121,8 @@ def test_cancel_stops_a_running_job_and_frees_its_workers(server: Server) -> Non
         address=dashboard, filters=[("state", "=", "ALIVE")])}, 20,
         "Ray's state API to show the job's actors gone")
     wait_for(lambda: not any(map(process_exists, pids)), 20, "the worker processes to exit")
-    wait_for(lambda: client.health()["free_cpus"] == 2, 20, "Ray to free the job's CPUs")
-    again = httpx.post(f"{server.url}/jobs/{job['id']}/cancel")
+    wait_for(lambda: client.health().free_cpus == 2, 20, "Ray to free the job's CPUs")
+    again = httpx.post(f"{server.url}/jobs/{job.id}/cancel")
     assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
     client.close()
 
@@ -126,17 +130,17 @@ def test_cancel_stops_a_running_job_and_frees_its_workers(server: Server) -> Non
 def test_the_queue_runs_every_job_in_submission_order(server: Server) -> None:
     """Each job takes both of the cluster's CPUs, so they must run one after another."""
     client = server.client()
-    ids = [client.submit({**SMALL, "name": f"queued-{i}", "seed": i})["id"] for i in range(4)]
-    assert client.job(ids[-1])["state"] == "queued"
+    ids = [client.submit({**SMALL, "name": f"queued-{i}", "seed": i}).id for i in range(4)]
+    assert client.job(ids[-1]).state == "queued"
     done = [wait_job(server.http, job_id, {"succeeded", "failed", "cancelled"}) for job_id in ids]
     assert [j["state"] for j in done] == ["succeeded"] * 4
     starts = [j["started_at"] for j in done]
     assert starts == sorted(starts)
     for earlier, later in itertools.pairwise(done):
         assert later["started_at"] >= earlier["finished_at"]
-    listed = client.jobs(limit=500)["items"]
-    assert [j["id"] for j in listed if j["id"] in ids] == ids[::-1]  # newest first, none lost
-    assert client.jobs(state="succeeded", limit=500)["total"] >= 4
+    listed = client.jobs(limit=500).items
+    assert [j.id for j in listed if j.id in ids] == ids[::-1]  # newest first, none lost
+    assert client.jobs(state="succeeded", limit=500).total >= 4
     client.close()
 
 
