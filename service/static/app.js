@@ -151,7 +151,9 @@ $("#submit-form").addEventListener("submit", async (event) => {
 // ---- one job: live charts ------------------------------------------------------------------
 
 const TIMING = ["compute", "allreduce", "wait", "update"];
+const RANK_STEPS = 200;  // the per-rank views show this many latest steps
 let sizes = [];  // [step, workers] at the start and at each resize of the selected job
+let rankCount = 0;  // ranks of the selected job, as the rank selector lists them
 
 function select(jobId) {
   if (stream) stream.close();
@@ -183,15 +185,78 @@ function select(jobId) {
        yaxis2: { overlaying: "y", side: "right", type: "log", title: { text: "norm" } },
        legend: { orientation: "h" } },
   { responsive: true, displaylogo: false });
-  Plotly.newPlot("timing-chart", TIMING.map((name) => (
-    { name, x: [], y: [], stackgroup: "time", mode: "none" })),
-  { title: { text: "seconds per step (rank 0)" }, margin: { t: 40 },
-    xaxis: { title: { text: "step" } }, legend: { orientation: "h" } },
-  { responsive: true, displaylogo: false });
+  drawSplit("seconds per step (rank 0)");
+  rankCount = 0;
+  $("#split-rank").innerHTML = '<option value="">rank 0, every step (live)</option>';
+  Plotly.newPlot("ranks-chart", [], { title: { text: "each rank's seconds per step" } },
+                 { responsive: true, displaylogo: false });
   drawWorkers();
   refreshJobs();
   follow(jobId);
 }
+
+function drawSplit(title, steps = [], split = TIMING.map(() => [])) {
+  Plotly.newPlot("timing-chart", TIMING.map((name, i) => (
+    { name, x: steps, y: split[i], stackgroup: "time", mode: "none" })),
+  { title: { text: title }, margin: { t: 40 }, xaxis: { title: { text: "step" } },
+    legend: { orientation: "h" } },
+  { responsive: true, displaylogo: false });
+}
+
+function listRanks(ranks) {
+  if (ranks.length === rankCount) return;
+  rankCount = ranks.length;
+  const options = ['<option value="">rank 0, every step (live)</option>'];
+  for (const r of ranks) {
+    options.push(`<option value="${r.rank}">rank ${r.rank} on ${escapeHtml(r.node)}, ` +
+                 `last ${RANK_STEPS} steps</option>`);
+  }
+  const chosen = $("#split-rank").value;
+  $("#split-rank").innerHTML = options.join("");
+  $("#split-rank").value = chosen;
+}
+
+// Every rank's timings of the latest steps (GET /jobs/{id}/timeline): the chosen rank's
+// split, and each rank's mean split side by side, where a straggler stands out.
+async function refreshRanks() {
+  const jobId = selected;
+  if (!jobId || !lastStep) return;
+  const from = Math.max(1, lastStep - RANK_STEPS + 1);
+  const { ok, data } = await api("GET", `/jobs/${jobId}/timeline?from_step=${from}`);
+  if (!ok || selected !== jobId) return;
+  const byRank = new Map();  // rank -> phase -> step -> seconds
+  for (const e of data.traceEvents) {
+    if (e.ph !== "X") continue;
+    if (!byRank.has(e.tid)) byRank.set(e.tid, Object.fromEntries(TIMING.map((k) => [k, new Map()])));
+    byRank.get(e.tid)[e.name].set(e.args.step, e.dur / 1e6);
+  }
+  const ranks = [...byRank.keys()].sort((a, b) => a - b);
+  const mean = (m) => [...m.values()].reduce((a, b) => a + b, 0) / Math.max(1, m.size);
+  Plotly.react("ranks-chart", TIMING.map((name) => ({
+    name, type: "bar", x: ranks.map((r) => `rank ${r}`),
+    y: ranks.map((r) => mean(byRank.get(r)[name])) })),
+  { title: { text: `each rank's seconds per step (mean of the last ${RANK_STEPS})` },
+    barmode: "stack", margin: { t: 40 }, legend: { orientation: "h" } },
+  { responsive: true, displaylogo: false });
+  const chosen = $("#split-rank").value;
+  if (chosen !== "" && byRank.has(Number(chosen))) {
+    const phases = byRank.get(Number(chosen));
+    const steps = [...phases.compute.keys()].sort((a, b) => a - b);
+    drawSplit(`seconds per step (rank ${chosen}, last ${RANK_STEPS} steps)`, steps,
+              TIMING.map((k) => steps.map((s) => phases[k].get(s))));
+  }
+}
+
+$("#split-rank").addEventListener("change", async () => {
+  if ($("#split-rank").value === "") {  // back to rank 0's curve, every step
+    const { ok, data } = await api("GET", `/jobs/${selected}/curve`);
+    if (!ok) return;
+    drawSplit("seconds per step (rank 0)", data.points.map((p) => p.step),
+              TIMING.map((k) => data.points.map((p) => p[k])));
+  } else {
+    await refreshRanks();
+  }
+});
 
 // The world size over the steps: constant for a fixed job, a staircase for an elastic one.
 function drawWorkers() {
@@ -246,9 +311,11 @@ function addPoints(all) {
   Plotly.extendTraces("rate-chart", {
     x: [steps, steps], y: [points.map((p) => p.lr), points.map((p) => p.grad_norm)],
   }, [0, 1]);
-  Plotly.extendTraces("timing-chart", {
-    x: TIMING.map(() => steps), y: TIMING.map((key) => points.map((p) => p[key])),
-  }, TIMING.map((_, i) => i));
+  if ($("#split-rank").value === "") {
+    Plotly.extendTraces("timing-chart", {
+      x: TIMING.map(() => steps), y: TIMING.map((key) => points.map((p) => p[key])),
+    }, TIMING.map((_, i) => i));
+  }
   received += points.length;
   $("#point-count").textContent = String(received);
   if (sizes.length) drawWorkers();
@@ -262,6 +329,7 @@ function showState(job) {
     ` · stopped early after epoch ${job.stopped_early_at_epoch}, best epoch ${job.best_epoch}`;
   $("#detail-progress").textContent = `step ${job.step}/${job.total_steps || "?"}${early}`;
   $("#detail-error").textContent = job.error || "";
+  listRanks(job.ranks);
   if (!sizes.length && job.world_size !== null) {
     sizes.push([0, job.world_size]);
     drawWorkers();
@@ -295,3 +363,4 @@ refreshJobs();
 refreshHealth();
 setInterval(refreshJobs, 1500);
 setInterval(refreshHealth, 5000);
+setInterval(refreshRanks, 2000);

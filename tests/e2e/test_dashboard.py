@@ -167,6 +167,39 @@ def test_the_training_controls_from_the_form_to_the_charts(server: Server, page:
     assert all(n > 0 for n in norms)
 
 
+def test_each_rank_s_split_of_the_latest_steps(server: Server, page: Any) -> None:
+    """The rank selector draws one rank's split from the timeline; the ranks chart shows
+    each rank's mean split side by side. The reference is GET /jobs/{id}/timeline."""
+    spec = {"name": "two-ranks", "workers": 2, "epochs": 10, "steps_per_chunk": 10,
+            "model": {"input_dim": 64, "layers": [{"units": 32},
+                                                  {"units": 10, "activation": "softmax"}]}}
+    job_id = httpx.post(f"{server.url}/jobs", json=spec).json()["id"]
+    wait_for(lambda: httpx.get(f"{server.url}/jobs/{job_id}").json()["state"] == "succeeded",
+             120, "the job")
+    page.click(f"tr[data-job='{job_id}']")
+    page.wait_for_function("document.querySelector('#point-count').textContent === '230'")
+    page.wait_for_function("(document.getElementById('ranks-chart').data || []).length === 4")
+    assert page.evaluate("document.getElementById('ranks-chart').data[0].x") == [
+        "rank 0", "rank 1"]
+    assert page.locator("#split-rank option").count() == 3  # live rank 0, then each rank
+
+    page.select_option("#split-rank", "1")
+    page.wait_for_function("document.getElementById('timing-chart').layout.title.text"
+                           ".includes('rank 1')")
+    trace = httpx.get(f"{server.url}/jobs/{job_id}/timeline",
+                      params={"from_step": 31, "to_step": 230}).json()
+    compute = {e["args"]["step"]: e["dur"] / 1e6 for e in trace["traceEvents"]
+               if e["ph"] == "X" and e["tid"] == 1 and e["name"] == "compute"}
+    drawn = page.evaluate("document.getElementById('timing-chart').data[0]")
+    assert drawn["name"] == "compute" and drawn["x"] == list(range(31, 231))
+    assert drawn["y"] == pytest.approx([compute[s] for s in range(31, 231)], rel=1e-12)
+    means = page.evaluate("document.getElementById('ranks-chart').data[0].y")
+    assert means[1] == pytest.approx(sum(compute.values()) / 200, rel=1e-9)
+
+    page.select_option("#split-rank", "")  # back to rank 0's every step
+    page.wait_for_function("document.getElementById('timing-chart').data[0].x.length === 230")
+
+
 guarded = service_fixture("dashboard-guarded", ray_num_cpus=2, token="page-t0ken",
                           auth_reads="true")
 
