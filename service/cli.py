@@ -302,6 +302,30 @@ def verify(ctx: typer.Context,
 
 
 @app.command()
+def timeline(ctx: typer.Context, job_id: str,
+             output: Annotated[Path, typer.Option("-o", "--output", help="the .json to write")],
+             from_step: Annotated[int | None, typer.Option(min=1)] = None,
+             to_step: Annotated[int | None, typer.Option(min=1)] = None) -> None:
+    """Every rank's step timings as a Chrome trace: open it in https://ui.perfetto.dev or
+    chrome://tracing. Default: the latest steps the service keeps."""
+    trace = _api(ctx.obj.client().timeline, job_id, from_step, to_step)
+    output.write_text(json.dumps(trace))
+    steps = trace["otherData"]["steps"]
+    ranks = {e["tid"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
+    console.print(f"wrote {output}: steps {steps[0]}..{steps[1]} on {len(ranks)} rank(s)"
+                  if steps else f"wrote {output}: no steps timed yet")
+
+
+@app.command()
+def tensorboard(ctx: typer.Context, job_id: str,
+                output: Annotated[Path, typer.Option("-o", "--output",
+                                                     help="the .tar.gz to write")]) -> None:
+    """The job's TensorBoard event files (untar, then ``tensorboard --logdir .``)."""
+    path = _api(ctx.obj.client().tensorboard, job_id, output)
+    console.print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+@app.command()
 def cancel(ctx: typer.Context, job_id: str) -> None:
     """Cancel a queued or running job."""
     job = _api(ctx.obj.client().cancel, job_id)

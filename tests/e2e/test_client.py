@@ -4,6 +4,7 @@ it returns are the API's own models, and what it raises names the status and the
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from common.nn import Network
 from common.records import StepRecord
 from common.schemas import DatasetPublic, JobPublic, JobSpec, JobState
 from service.client import ApiError, Client, PointsEvent, StateEvent
-from tests.e2e.helpers import Server, start_server
+from tests.e2e.helpers import SYNCSGD, Server, start_server
 from tests.helpers import four_class_csv
 
 pytestmark = pytest.mark.slow
@@ -85,6 +86,31 @@ def test_a_job_from_submit_to_model_through_the_client(client: Client, tmp_path:
     with pytest.raises(ApiError) as gone:
         client.job(job.id)
     assert gone.value.status_code == 404 and gone.value.field is None
+
+
+def test_the_cli_writes_the_timeline_and_the_tensorboard_files(
+        served: tuple[Server, Path], client: Client, tmp_path: Path) -> None:
+    server = served[0]
+    job = client.submit({**SPEC, "epochs": 1})
+    assert client.wait(job.id).state == JobState.succeeded
+    env = {**server.env, "SYNCSGD_URL": server.url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SYNCSGD, *args], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    traced = cli("timeline", job.id, "-o", str(tmp_path / "trace.json"), "--from-step", "3")
+    assert traced.returncode == 0, traced.stdout + traced.stderr
+    assert "steps 3..23 on 2 rank(s)" in traced.stdout
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    assert trace == client.timeline(job.id, from_step=3)
+    boarded = cli("tensorboard", job.id, "-o", str(tmp_path / "tb.tar.gz"))
+    assert boarded.returncode == 0, boarded.stdout + boarded.stderr
+    with tarfile.open(tmp_path / "tb.tar.gz") as archive:
+        assert archive.getnames()[0] == job.id
+    refused = cli("timeline", job.id, "-o", str(tmp_path / "x.json"), "--from-step", "1",
+                  "--to-step", "1000000")
+    assert refused.returncode == 1 and "SYNCSGD_TIMELINE_MAX_STEPS" in refused.stdout
 
 
 def test_cancel_and_verify(client: Client) -> None:

@@ -50,3 +50,27 @@ def test_points_are_one_per_step_and_survive_reopening(tmp_path: Path) -> None:
     assert job.timing is not None and job.timing.compute == pytest.approx(0.01)
     reopened.delete("job_a")
     assert reopened.curve("job_a") == []  # the points went with the job
+
+
+def test_timings_keep_the_latest_steps_replace_a_step_run_again_and_go_with_the_job(
+        tmp_path: Path) -> None:
+    import numpy as np
+
+    store = SqliteJobStore(tmp_path / "db.sqlite3")
+    store.create("job_t", JobSpec())
+    nodes = ["10.0.0.1", "10.0.0.2"]
+    for first in range(1, 301, 10):  # 30 chunks of 10 steps on 2 ranks, keeping 100 steps
+        spans = np.full((2, 10, 5), float(first))
+        spans[1, :, 1] = 2.0 * first  # rank 1 computes twice as long
+        store.add_spans("job_t", nodes, spans, first, keep_steps=100)
+    assert store.span_steps("job_t") == (201, 300)
+    rows = store.spans("job_t", 1, 1000)
+    assert len(rows) == 200 and (rows[0].step, rows[0].rank, rows[1].rank) == (201, 0, 1)
+    assert rows[1].node == "10.0.0.2" and rows[1].compute == 2 * 201.0
+    assert store.rank_compute("job_t", 10) == {0: 291.0, 1: 582.0}
+    store.add_spans("job_t", nodes, np.zeros((2, 10, 5)), 291, keep_steps=100)  # run again
+    assert [r.compute for r in store.spans("job_t", 291, 291)] == [0.0, 0.0]
+    assert len(store.spans("job_t", 1, 1000)) == 200
+    store.finish("job_t", JobState.cancelled, "by test")
+    store.delete("job_t")
+    assert store.spans("job_t", 1, 1000) == [] and store.span_steps("job_t") is None
