@@ -364,5 +364,8 @@ def evaluate_rows(net: Network, data: Dataset, lo: int, hi: int, chunk: int
 
 def _timed(gradient: Array, loss: float, squared_norm: float, compute: float,
            allreduce_call: float, slowest: float) -> Reduced:
-    wait = max(0.0, slowest - compute)
-    return Reduced(gradient, loss, squared_norm, compute, max(0.0, allreduce_call - wait), wait)
+    # The slowest rank's compute less ours, but never more than the call took: a rank that
+    # started its step late waits less than the difference (and its spans must not overlap
+    # its next step on the timeline).
+    wait = min(max(0.0, slowest - compute), allreduce_call)
+    return Reduced(gradient, loss, squared_norm, compute, allreduce_call - wait, wait)
