@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -47,6 +48,8 @@ from service.tickets import Tickets
 from service.tracking.follower import Follower, Sink
 from service.tracking.mlflow_runs import MlflowSink
 from service.tracking.tensorboard_files import TensorBoardSink
+
+log = logging.getLogger("syncsgd.tracking")
 
 
 def create_app(settings: Settings | None = None, runner: Runner | None = None) -> FastAPI:
@@ -119,7 +122,11 @@ def start_followers(store: SqliteJobStore, settings: Settings, models: ModelCach
     """TensorBoard files for every job; MLflow runs when the service has a tracking server."""
     sinks: list[Sink] = [TensorBoardSink(store, settings)]
     if settings.mlflow_tracking_uri is not None:
-        sinks.append(MlflowSink(store, settings, models.export))
+        try:
+            sinks.append(MlflowSink(store, settings, models.export))
+        except ImportError as exc:  # submissions with tracking are refused, naming the extra
+            log.error("SYNCSGD_MLFLOW_TRACKING_URI is set, but: %s", exc,
+                      extra={"event": "tracking-error"})
     followers = [Follower(sink, settings.tracking_interval_s) for sink in sinks]
     for follower in followers:
         follower.start()

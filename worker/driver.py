@@ -58,7 +58,8 @@ class Group(Protocol):
     startup: dict[str, float]  # seconds of each phase of the group's start
 
     def run(self, steps: int, timeout_s: float) -> ChunkResult:
-        """``steps`` steps on every rank; rank 0's result, with its state at the end."""
+        """``steps`` steps on every rank; rank 0's result, with its state at the end and
+        every rank's spans (ranks, steps, 5)."""
         ...
 
     def inject(self, fault: Fault) -> None: ...
