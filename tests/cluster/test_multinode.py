@@ -268,6 +268,7 @@ def test_the_cluster_refuses_a_driver_without_the_token(cluster: Cluster) -> Non
     assert "InvalidAuthToken" in joined.stderr, joined.stderr[-3000:]
 
 
+@pytest.mark.timeout(600)  # about 3 minutes alone; twice that on a loaded machine
 def test_an_elastic_job_shrinks_off_a_lost_node_and_grows_onto_a_new_one(
         cluster: Cluster) -> None:
     """One rank per node (each takes a node's 2 CPUs): worker2 dies, the job goes on on
