@@ -15,6 +15,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS users (
     may_use_high INTEGER NOT NULL DEFAULT 0
 );
 """
+EXIST_TTL_S = 1.0
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TOKEN = re.compile(r"^sgd_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
@@ -77,14 +79,21 @@ class Accounts:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        self._exist, self._exist_read_at = False, -float("inf")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def exist(self) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
+        """Are there accounts? Asked by every request, so read at most once a second (a
+        first user's token works a second after ``users add`` at the latest)."""
+        now = time.monotonic()
+        if now - self._exist_read_at > EXIST_TTL_S:
+            with self._lock:
+                self._exist = self._db.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
+            self._exist_read_at = now
+        return self._exist
 
     def add(self, name: str, admin: bool = False, max_cpus: float | None = None,
             max_queued_jobs: int | None = None, max_dataset_bytes: int | None = None,
