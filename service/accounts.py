@@ -50,7 +50,8 @@ class Principal:
     admin: bool
 
     def sees(self, owner: str | None) -> bool:
-        """May it see and change what ``owner`` owns? (None: made before accounts.)"""
+        """May it see and change what ``owner`` owns? (None: made before accounts, the
+        admin's.)"""
         return self.admin or owner == self.name
 
 

@@ -237,7 +237,7 @@ class DatasetCatalog:
             return
         try:
             dataset = self.store.get_dataset(dataset_id)
-            if owner is not None and dataset.owner not in (owner, None):
+            if owner is not None and dataset.owner != owner:
                 raise LookupError(dataset_id)
         except LookupError:
             raise FieldError("data.dataset", f"no dataset {dataset_id!r} has been uploaded "
