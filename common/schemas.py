@@ -486,6 +486,7 @@ class JobPublic(BaseModel):
 
     id: str
     name: str
+    owner: str | None = None  # the user who submitted it (None: before accounts)
     state: JobState
     spec: JobSpec
     step: int = 0
@@ -559,6 +560,7 @@ class DatasetPublic(BaseModel):
 
     id: str
     name: str
+    owner: str | None = None  # the user who added it (None: before accounts)
     state: DatasetState
     rows_done: int = 0  # rows ingested so far
     error: str | None = None

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import socket
 import sys
@@ -21,12 +22,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from common.errors import FieldError
 from common.nn import Network, gradcheck
 from common.records import StepRecord
 from common.schemas import DatasetPublic, DatasetState, JobSpec, JobState, ModelSpec
 from service import logs
+from service.accounts import Accounts
+from service.audit import AuditLog
 from service.cli_spec import apply_overrides, parse_pairs
 from service.client import ApiError, Client, PointsEvent, StateEvent, StragglerEvent
+from service.config import Settings
 from service.local import local_service
 
 app = typer.Typer(help="syncsgd: synchronized data-parallel SGD as a service.",
@@ -82,7 +87,6 @@ def serve(host: Annotated[str | None, typer.Option(help="default: SYNCSGD_HOST")
     """Run the service (HTTP API, job queue, SQLite) on the configured Ray."""
     import uvicorn
 
-    from service.config import Settings
     from service.main import create_app
 
     overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items()
@@ -330,6 +334,85 @@ def cancel(ctx: typer.Context, job_id: str) -> None:
     """Cancel a queued or running job."""
     job = _api(ctx.obj.client().cancel, job_id)
     console.print(f"{job.id} {job.state.value}")
+
+
+# ---- accounts (an operator's, against the data dir) ---------------------------------------
+
+users_app = typer.Typer(help="Accounts, run by an operator against the service's data dir: "
+                        "each user has a token and sees only its own jobs and datasets.",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
+DataDir = Annotated[Path | None, typer.Option(help="default: SYNCSGD_DATA_DIR")]
+
+
+def _accounts(data_dir: Path | None) -> tuple[Accounts, AuditLog]:
+    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))  # type: ignore[arg-type]
+    return Accounts(settings.database_path), AuditLog(settings.audit_path)
+
+
+@users_app.command("add")
+def users_add(name: str, admin: Annotated[bool, typer.Option(help="sees and changes all")] = False,
+              max_cpus: Annotated[float | None, typer.Option(min=0)] = None,
+              max_queued_jobs: Annotated[int | None, typer.Option(min=0)] = None,
+              max_dataset_bytes: Annotated[int | None, typer.Option(min=0)] = None,
+              may_use_high: Annotated[bool, typer.Option(help="may submit priority high")] = False,
+              data_dir: DataDir = None) -> None:
+    """Add a user and print its token, once (only its hash is kept)."""
+    accounts, audit = _accounts(data_dir)
+    try:
+        token = accounts.add(name, admin, max_cpus, max_queued_jobs, max_dataset_bytes,
+                             may_use_high)
+    except FieldError as exc:
+        console.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from exc
+    audit.record(getpass.getuser(), "user-add", name, admin=admin)
+    console.print(token)
+
+
+@users_app.command("list")
+def users_list(data_dir: DataDir = None) -> None:
+    """The users and their quotas (never their tokens)."""
+    table = Table("name", "admin", "max cpus", "max queued", "max dataset bytes", "high",
+                  "created")
+    for u in _accounts(data_dir)[0].list():
+        table.add_row(u.name, "yes" if u.admin else "", _opt(u.max_cpus),
+                      _opt(u.max_queued_jobs), _opt(u.max_dataset_bytes),
+                      "yes" if u.may_use_high else "", u.created_at.isoformat()[:19])
+    console.print(table)
+
+
+@users_app.command("remove")
+def users_remove(name: str, data_dir: DataDir = None) -> None:
+    """Remove a user: its token stops working at once (its jobs and datasets stay)."""
+    accounts, audit = _accounts(data_dir)
+    try:
+        accounts.remove(name)
+    except LookupError as exc:
+        console.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from exc
+    audit.record(getpass.getuser(), "user-remove", name)
+    console.print(f"removed {name}")
+
+
+@users_app.command("token")
+def users_token(name: str,
+                rotate: Annotated[bool, typer.Option(help="required: a new token")] = False,
+                data_dir: DataDir = None) -> None:
+    """With --rotate: a new token for NAME, printed once; the old one stops working."""
+    if not rotate:
+        raise typer.BadParameter("tokens are kept only as hashes; --rotate makes a new one")
+    accounts, audit = _accounts(data_dir)
+    try:
+        token = accounts.rotate(name)
+    except LookupError as exc:
+        console.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from exc
+    audit.record(getpass.getuser(), "token-rotate", name)
+    console.print(token)
+
+
+def _opt(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
 
 
 # ---- datasets ----------------------------------------------------------------------------

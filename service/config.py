@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         return self.data_dir / "syncsgd.sqlite3"
 
     @cached_property
+    def audit_path(self) -> Path:
+        """Who changed what, a JSON line each (:mod:`service.audit`)."""
+        return self.data_dir / "audit.log"
+
+    @cached_property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 

@@ -51,6 +51,7 @@ class IngestOptions:
     label: str | None = None
     header: bool | None = None
     dtype: DTypeName = "float32"
+    owner: str | None = None  # the user who adds it
 
 
 class DatasetCatalog:
@@ -125,11 +126,13 @@ class DatasetCatalog:
 
     # ---- registration -----------------------------------------------------------------------
 
-    async def register(self, registration: DatasetRegistration, wait: bool) -> DatasetPublic:
-        """Ingest a file (or a directory of Parquet files) under the datasets root."""
+    async def register(self, registration: DatasetRegistration, wait: bool,
+                       owner: str | None = None) -> DatasetPublic:
+        """Ingest a file (or a directory of Parquet files) under the datasets root, as
+        ``owner``'s."""
         path = self.resolve(registration.path)
         options = IngestOptions(registration.name, registration.format, registration.task,
-                                registration.label, None, registration.dtype)
+                                registration.label, None, registration.dtype, owner)
         source = await asyncio.to_thread(open_source, path, options.format, options.task,
                                          options.label)
         self._check_declared(source, options)
@@ -163,7 +166,8 @@ class DatasetCatalog:
     async def _start(self, dataset_id: str, source: Source, options: IngestOptions,
                      origin: str, digest: str | None, registered: Path | None,
                      upload: Path | None, wait: bool) -> DatasetPublic:
-        record = DatasetPublic(id=dataset_id, name=options.name, state=DatasetState.ingesting,
+        record = DatasetPublic(id=dataset_id, name=options.name, owner=options.owner,
+                               state=DatasetState.ingesting,
                                task=options.task, format=options.format, source=origin,
                                features=len(source.feature_names),
                                feature_names=source.feature_names, label=source.label,
@@ -226,12 +230,15 @@ class DatasetCatalog:
         self.store.delete_dataset(dataset_id)
         shutil.rmtree(self.directory / dataset_id, ignore_errors=True)
 
-    def check_usable(self, dataset_id: str) -> None:
-        """A FieldError naming ``data.dataset`` unless jobs can train on it now."""
+    def check_usable(self, dataset_id: str, owner: str | None = None) -> None:
+        """A FieldError naming ``data.dataset`` unless jobs (of ``owner``, when not None:
+        another user's dataset is as one that does not exist) can train on it now."""
         if not dataset_id.startswith("ds_"):
             return
         try:
             dataset = self.store.get_dataset(dataset_id)
+            if owner is not None and dataset.owner != owner:
+                raise LookupError(dataset_id)
         except LookupError:
             raise FieldError("data.dataset", f"no dataset {dataset_id!r} has been uploaded "
                              "or registered") from None

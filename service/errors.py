@@ -7,7 +7,8 @@ from __future__ import annotations
 from common.errors import FieldError
 
 __all__ = ["DatasetNotFoundError", "FieldError", "JobNotFoundError", "NotFoundError",
-           "QuotaExceededError", "ResumeError", "StateConflictError", "SubmissionError"]
+           "QuotaExceededError", "ResumeError", "StateConflictError", "SubmissionError",
+           "UserQuotaError"]
 
 
 class NotFoundError(LookupError):
@@ -37,6 +38,11 @@ class StateConflictError(RuntimeError):
 
 class QuotaExceededError(RuntimeError):
     """Storing this would pass a byte quota; the message names the setting (413)."""
+
+
+class UserQuotaError(RuntimeError):
+    """A user's request over one of its quotas; the message names it and the figures
+    (429)."""
 
 
 class SubmissionError(FieldError):

@@ -21,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.accounts import Accounts
 from service.api import (
     dashboard,
     datasets,
@@ -33,6 +34,7 @@ from service.api import (
     verify,
 )
 from service.api.deps import require_read_token
+from service.audit import AuditLog
 from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
 from service.data_lock import DataDirLock
@@ -103,6 +105,8 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
     app.state.models, app.state.catalog = models, catalog
     app.state.tensorboard = followers[0]
     app.state.tickets = Tickets()
+    app.state.accounts = accounts = Accounts(settings.database_path)
+    app.state.audit = AuditLog(settings.audit_path)
     app.state.hub = EventHub(store, settings.max_event_streams, settings.event_poll_s)
     try:
         yield
@@ -113,6 +117,7 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
             await run_in_threadpool(follower.stop)
         await run_in_threadpool(catalog.close)
         await run_in_threadpool(runner.disconnect)
+        accounts.close()
         store.close()
         lock.release()
 

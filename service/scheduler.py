@@ -28,6 +28,7 @@ from common.errors import FieldError
 from common.records import StepRecord
 from common.schemas import JobPublic, JobSpec, JobState, SyntheticSpec
 from service import runner
+from service.accounts import ADMIN, Principal
 from service.config import Settings
 from service.datasets import DatasetCatalog
 from service.errors import ResumeError, StateConflictError, SubmissionError
@@ -115,10 +116,10 @@ class Scheduler:
 
     # ---- requests ------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec) -> JobPublic:
-        """Check the job against the limits and its data, then queue it."""
-        self.check(spec)
-        job = self.store.create(f"job_{uuid.uuid4().hex[:16]}", spec)
+    def submit(self, spec: JobSpec, caller: Principal = ADMIN) -> JobPublic:
+        """Check the job against the limits and its data, then queue it as ``caller``'s."""
+        self.check(spec, owner=None if caller.admin else caller.name)
+        job = self.store.create(f"job_{uuid.uuid4().hex[:16]}", spec, caller.name)
         log.info("queued: %s, %s worker(s), all-reduce %s", spec.name, _workers(spec),
                  spec.allreduce, extra={"event": "submitted", "job": job.id})
         with self._lock:
@@ -130,10 +131,12 @@ class Scheduler:
         service started."""
         return self.runner.cluster_cpus()[0]
 
-    def check(self, spec: JobSpec, *, runs_epochs: bool = True) -> None:
+    def check(self, spec: JobSpec, *, runs_epochs: bool = True, owner: str | None = None
+              ) -> None:
         """Raise a :class:`common.errors.FieldError` naming what keeps ``spec`` from running.
         ``runs_epochs=False``: it runs a bounded number of steps (``/verify``), not
-        ``spec.epochs``, so the epochs x samples limit does not apply."""
+        ``spec.epochs``, so the epochs x samples limit does not apply. ``owner``: a user
+        who may train on its own datasets only (None: on any)."""
         s = self.settings
         most = "workers.max" if spec.elastic else "workers"
         if spec.max_workers > s.max_workers_per_job:
@@ -157,7 +160,7 @@ class Scheduler:
                                   "batch_size or more workers")
         if spec.tracking.mlflow is not None:
             check_mlflow_available(s)
-        self.catalog.check_usable(spec.data.dataset)
+        self.catalog.check_usable(spec.data.dataset, owner)
         info = describe_dataset(spec.data, seed=spec.seed, datasets_dir=s.datasets_path)
         check_spec_matches_data(spec, info)
         self._check_generated_size(spec)

@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     waiting TEXT,  -- why a queued job that already ran waits again
     stragglers TEXT NOT NULL DEFAULT '[]',  -- ranks that computed slower (JSON)
     mlflow TEXT,  -- the MLflow run's status (JSON)
-    tensorboard_step INTEGER NOT NULL DEFAULT 0  -- the curve is in its event files to here
+    tensorboard_step INTEGER NOT NULL DEFAULT 0,  -- the curve is in its event files to here
+    owner TEXT  -- the user who submitted it
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS points (
@@ -104,7 +105,8 @@ ADDED_COLUMNS = (("jobs", "crashes", "INTEGER NOT NULL DEFAULT 0"),
                  ("jobs", "resize_log", "TEXT NOT NULL DEFAULT '[]'"), ("jobs", "waiting", "TEXT"),
                  ("points", "lr", "REAL"), ("points", "grad_norm", "REAL"),
                  ("jobs", "stragglers", "TEXT NOT NULL DEFAULT '[]'"), ("jobs", "mlflow", "TEXT"),
-                 ("jobs", "tensorboard_step", "INTEGER NOT NULL DEFAULT 0"))
+                 ("jobs", "tensorboard_step", "INTEGER NOT NULL DEFAULT 0"),
+                 ("jobs", "owner", "TEXT"))
 TIMING_FIELDS = ("compute", "allreduce", "wait", "update")
 
 
@@ -168,13 +170,13 @@ class SqliteJobStore:
 
     # ---- jobs ----------------------------------------------------------------------------
 
-    def create(self, job_id: str, spec: JobSpec) -> JobPublic:
+    def create(self, job_id: str, spec: JobSpec, owner: str | None = None) -> JobPublic:
         mlflow = MlflowStatus().model_dump_json() if spec.tracking.mlflow else None
         with self._transaction() as db:
-            db.execute("INSERT INTO jobs (id, name, spec, state, created_at, mlflow) "
-                       "VALUES (?,?,?,?,?,?)", (job_id, spec.name, spec.model_dump_json(),
-                                                JobState.queued.value, utcnow().isoformat(),
-                                                mlflow))
+            db.execute("INSERT INTO jobs (id, name, spec, state, created_at, mlflow, owner) "
+                       "VALUES (?,?,?,?,?,?,?)", (job_id, spec.name, spec.model_dump_json(),
+                                                  JobState.queued.value,
+                                                  utcnow().isoformat(), mlflow, owner))
         return self.get(job_id)
 
     # ---- what the trackers have sent -------------------------------------------------------
@@ -215,9 +217,17 @@ class SqliteJobStore:
         return _job(row)
 
     def list_jobs(self, state: JobState | None = None, limit: int = 50,
-             offset: int = 0) -> tuple[list[JobPublic], int]:
-        """Newest first; ``(page, total matching)``."""
-        where, args = ("WHERE state = ?", [state.value]) if state else ("", [])
+                  offset: int = 0, owner: str | None = None) -> tuple[list[JobPublic], int]:
+        """Newest first; ``(page, total matching)``; ``owner``: only that user's."""
+        conditions: list[str] = []
+        args: list[object] = []
+        if state:
+            conditions.append("state = ?")
+            args.append(state.value)
+        if owner is not None:
+            conditions.append("owner = ?")
+            args.append(owner)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
             rows = self._db.execute(
@@ -232,9 +242,12 @@ class SqliteJobStore:
                                     (state.value,)).fetchall()
         return [r["id"] for r in rows]
 
-    def count_by_state(self) -> dict[str, int]:
+    def count_by_state(self, owner: str | None = None) -> dict[str, int]:
+        """Jobs by state (``owner``: that user's)."""
+        where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
         with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            rows = self._db.execute(f"SELECT state, COUNT(*) AS n FROM jobs {where} "
+                                    "GROUP BY state", args)
             counts = {r["state"]: r["n"] for r in rows}
         return {s.value: counts.get(s.value, 0) for s in JobState}
 
@@ -448,7 +461,7 @@ def _quote(name: str) -> str:
 
 def _job(row: sqlite3.Row) -> JobPublic:
     return JobPublic(
-        id=row["id"], name=row["name"], state=JobState(row["state"]),
+        id=row["id"], name=row["name"], owner=row["owner"], state=JobState(row["state"]),
         spec=JobSpec.model_validate_json(row["spec"]), step=row["step"],
         total_steps=row["total_steps"], epoch=row["epoch"], loss=row["loss"],
         val_loss=row["val_loss"], val_accuracy=row["val_accuracy"],

@@ -5,12 +5,24 @@ A job spec names a dataset by its id in ``data.dataset`` once it is ``ready``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from common.schemas import DatasetPublic, DatasetRegistration, DTypeName
-from service.api.deps import CatalogDep, StoreDep, require_read_token, require_token
+from service import quotas
+from service.api.deps import (
+    AccountsDep,
+    AuditDep,
+    CatalogDep,
+    DatasetDep,
+    Reader,
+    StoreDep,
+    Writer,
+    require_read_token,
+    require_token,
+)
 from service.datasets import IngestOptions
 
 router = APIRouter(prefix="/datasets", tags=["datasets"],
@@ -22,6 +34,7 @@ WAIT = Query(description="answer when the ingest has ended: 201 and the ready da
 ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"description": "accepted: ingesting (``wait`` false)"},
     413: {"description": "over SYNCSGD_DATASETS_QUOTA_BYTES"},
+    429: {"description": "over the user's max_dataset_bytes"},
     422: {"description": "the file is refused; the message names the column, row or field"}}
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "text/csv": {"schema": {"type": "string"}},
@@ -38,7 +51,8 @@ def _answer(dataset: DatasetPublic, response: Response) -> DatasetPublic:
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_token)],
              openapi_extra=UPLOAD_BODY, responses=ACCEPTED)
 async def upload_dataset(
-        request: Request, response: Response, catalog: CatalogDep,
+        request: Request, response: Response, catalog: CatalogDep, store: StoreDep,
+        caller: Writer, accounts: AccountsDep, audit: AuditDep,
         name: Annotated[str, Query(min_length=1, max_length=100)],
         format: Annotated[Literal["csv", "parquet", "npz"],
                           Query(description="the body's format")] = "csv",
@@ -55,41 +69,57 @@ async def upload_dataset(
     column a numeric feature. ``.npz``: arrays ``x`` (rows, features) and ``y`` (rows,)
     or (rows, outputs); no pickled or object arrays. Class labels may be whole numbers
     or text; they become classes 0..k-1 in sorted order, and predictions name them."""
-    options = IngestOptions(name, format, task, label, header, dtype)
+    options = IngestOptions(name, format, task, label, header, dtype, caller.name)
     declared = request.headers.get("content-length", "")
-    dataset = await catalog.upload(request.stream(), int(declared) if declared.isdigit()
-                                   else None, options, wait)
+    size = int(declared) if declared.isdigit() else None
+    quotas.check_dataset(accounts.get(caller.name), store.list_datasets(), size or 0)
+    dataset = await catalog.upload(request.stream(), size, options, wait)
+    audit.record(caller.name, "upload", dataset.id)
     return _answer(dataset, response)
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED,
              dependencies=[Depends(require_token)], responses=ACCEPTED)
 async def register_dataset(registration: DatasetRegistration, response: Response,
-                           catalog: CatalogDep, wait: Annotated[bool, WAIT] = False
-                           ) -> DatasetPublic:
+                           catalog: CatalogDep, store: StoreDep, caller: Writer,
+                           accounts: AccountsDep, audit: AuditDep,
+                           wait: Annotated[bool, WAIT] = False) -> DatasetPublic:
     """Ingest a file, or a directory of Parquet files, from under SYNCSGD_DATASETS_ROOT:
     storage every node can read. ``npy``: a directory holding ``x.npy`` and ``y.npy``.
     If the file changes after ingest, jobs on it fail rather than train on other data."""
-    return _answer(await catalog.register(registration, wait), response)
+    size = _size(catalog.resolve(registration.path))
+    quotas.check_dataset(accounts.get(caller.name), store.list_datasets(), size)
+    dataset = await catalog.register(registration, wait, caller.name)
+    audit.record(caller.name, "register", dataset.id)
+    return _answer(dataset, response)
+
+
+def _size(path: Path) -> int:
+    """A file's bytes, or a directory's files' (a Parquet dataset)."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size if path.exists() else 0
 
 
 @router.get("")
-def list_datasets(store: StoreDep) -> list[DatasetPublic]:
-    """Every dataset, newest first, with its state."""
-    return store.list_datasets()
+def list_datasets(store: StoreDep, caller: Reader) -> list[DatasetPublic]:
+    """The datasets (a user's own; an admin's all), newest first, with their state."""
+    return [d for d in store.list_datasets() if caller.sees(d.owner)]
 
 
 @router.get("/{dataset_id}", responses={404: {"description": "no dataset with this id"}})
-def read_dataset(dataset_id: str, store: StoreDep) -> DatasetPublic:
+def read_dataset(dataset: DatasetDep) -> DatasetPublic:
     """One dataset: its state, ``rows_done`` while it ingests, the error if it failed."""
-    return store.get_dataset(dataset_id)
+    return dataset
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,
                dependencies=[Depends(require_token)],
                responses={404: {"description": "no dataset with this id"},
                           409: {"description": "ingesting, or a queued or running job uses it"}})
-def delete_dataset(dataset_id: str, catalog: CatalogDep) -> Response:
+def delete_dataset(dataset: DatasetDep, catalog: CatalogDep, caller: Writer,
+                   audit: AuditDep) -> Response:
     """Forget a dataset and its files."""
-    catalog.delete(dataset_id)
+    catalog.delete(dataset.id)
+    audit.record(caller.name, "delete-dataset", dataset.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,9 +8,12 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
-from common.schemas import JobPublic
+from common.schemas import DatasetPublic, JobPublic
+from service.accounts import ADMIN, Accounts, Principal
+from service.audit import AuditLog
 from service.config import Settings
 from service.datasets import DatasetCatalog
+from service.errors import DatasetNotFoundError, JobNotFoundError
 from service.event_hub import EventHub
 from service.models import ModelCache
 from service.runner import Runner
@@ -64,6 +67,16 @@ def get_tickets(request: Request) -> Tickets:
     return tickets
 
 
+def get_accounts(request: Request) -> Accounts:
+    accounts: Accounts = request.app.state.accounts
+    return accounts
+
+
+def get_audit(request: Request) -> AuditLog:
+    audit: AuditLog = request.app.state.audit
+    return audit
+
+
 def get_runner(request: Request) -> Runner:
     jobs_runner: Runner = request.app.state.runner
     return jobs_runner
@@ -83,18 +96,38 @@ SupervisorDep = Annotated[Supervisor, Depends(get_supervisor)]
 CatalogDep = Annotated[DatasetCatalog, Depends(get_catalog)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
 TicketsDep = Annotated[Tickets, Depends(get_tickets)]
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+AuditDep = Annotated[AuditLog, Depends(get_audit)]
 
 #: Steps and offsets are SQLite INTEGERs; bounded well inside the integers a JSON number
 #: (a float64) holds exactly, so that clients and validators agree on the bound.
 MAX_INDEX = 10**15
 
 
-def get_job(job_id: str, store: StoreDep) -> JobPublic:
-    """The job of the path (404 when there is none)."""
-    return store.get(job_id)
+def get_job(job_id: str, store: StoreDep, request: Request, settings: SettingsDep,
+            accounts: AccountsDep) -> JobPublic:
+    """The job of the path: 404 when there is none, or when it is another user's (so that
+    ids do not leak). A request without a principal is the route's auth's to refuse (an
+    event stream's ticket was issued for this job to one who could read it)."""
+    job = store.get(job_id)
+    caller = identify(settings, accounts, _bearer(request))
+    if caller is not None and not caller.sees(job.owner):
+        raise JobNotFoundError(job_id)
+    return job
+
+
+def get_dataset(dataset_id: str, store: StoreDep, request: Request, settings: SettingsDep,
+                accounts: AccountsDep) -> DatasetPublic:
+    """The dataset of the path: 404 when there is none, or when it is another user's."""
+    dataset = store.get_dataset(dataset_id)
+    caller = identify(settings, accounts, _bearer(request))
+    if caller is not None and not caller.sees(dataset.owner):
+        raise DatasetNotFoundError(dataset_id)
+    return dataset
 
 
 JobDep = Annotated[JobPublic, Depends(get_job)]
+DatasetDep = Annotated[DatasetPublic, Depends(get_dataset)]
 
 
 def stream_capacity(hub: HubDep) -> None:
@@ -108,37 +141,69 @@ ReadCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_read_b
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)]
 
 
-def authorized(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> bool:
-    """Does the request carry the service's token (or does the service have none)?"""
-    if settings.token is None:
-        return True
-    expected = settings.token.get_secret_value().encode()
-    given = credentials.credentials.encode() if credentials is not None else b""
-    return secrets.compare_digest(given, expected)
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
-    if not authorized(settings, credentials):
+def identify(settings: Settings, accounts: Accounts, token: str | None) -> Principal | None:
+    """Who ``token`` belongs to: the admin (``SYNCSGD_TOKEN``), a user, or, on a service
+    without auth, the admin; None for a missing or wrong token where auth is on."""
+    if token is not None:
+        if settings.token is not None and secrets.compare_digest(
+                token.encode(), settings.token.get_secret_value().encode()):
+            return ADMIN
+        if (user := accounts.authenticate(token)) is not None:
+            return user
+    if settings.token is None and not accounts.exist():
+        return ADMIN
+    return None
+
+
+def reads_need_token(settings: Settings, accounts: Accounts) -> bool:
+    """As the settings say; and always once there are accounts (what one sees is one's
+    own)."""
+    return settings.reads_need_token or accounts.exist()
+
+
+def authorized(settings: Settings, accounts: Accounts,
+               credentials: HTTPAuthorizationCredentials | None) -> Principal | None:
+    return identify(settings, accounts, credentials.credentials if credentials else None)
+
+
+def _check(settings: Settings, accounts: Accounts,
+           credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    caller = authorized(settings, accounts, credentials)
+    if caller is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                             "missing or wrong token: send 'Authorization: Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})
+    return caller
 
 
-def require_token(settings: SettingsDep, credentials: WriteCredentials) -> None:
-    """For every request that changes something."""
-    _check(settings, credentials)
+def require_token(settings: SettingsDep, accounts: AccountsDep,
+                  credentials: WriteCredentials) -> Principal:
+    """For every request that changes something: who makes it."""
+    return _check(settings, accounts, credentials)
 
 
-def require_read_token(settings: SettingsDep, credentials: ReadCredentials) -> None:
-    """For reads, when ``SYNCSGD_AUTH_READS`` is set or the service listens beyond loopback."""
-    if settings.reads_need_token:
-        _check(settings, credentials)
+def require_read_token(settings: SettingsDep, accounts: AccountsDep,
+                       credentials: ReadCredentials) -> Principal:
+    """For reads: the token when ``SYNCSGD_AUTH_READS`` is set, the service listens beyond
+    loopback, or there are accounts. Who reads (the admin on an open service)."""
+    if reads_need_token(settings, accounts):
+        return _check(settings, accounts, credentials)
+    return authorized(settings, accounts, credentials) or ADMIN
 
 
-def require_ticket_or_read_token(job_id: str, settings: SettingsDep,
+Writer = Annotated[Principal, Depends(require_token)]
+Reader = Annotated[Principal, Depends(require_read_token)]
+
+
+def require_ticket_or_read_token(job_id: str, settings: SettingsDep, accounts: AccountsDep,
                                  credentials: ReadCredentials,
                                  tickets: TicketsDep,
                                  ticket: Annotated[str | None, Depends(_ticket)]) -> None:
     """For an event stream: the token, or a ticket for this job (:mod:`service.tickets`)."""
-    if settings.reads_need_token and not (ticket and tickets.admits(ticket, job_id)):
-        _check(settings, credentials)
+    if reads_need_token(settings, accounts) and not (ticket and tickets.admits(ticket, job_id)):
+        _check(settings, accounts, credentials)

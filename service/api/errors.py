@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from common.errors import FieldError
-from service.errors import NotFoundError, QuotaExceededError, StateConflictError
+from service.errors import NotFoundError, QuotaExceededError, StateConflictError, UserQuotaError
 from service.event_hub import TooManyStreamsError
 
 #: "Value error, model.layers[1].dropout: ..." -> the field path it names.
@@ -57,6 +57,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(QuotaExceededError)
     async def over_quota(request: Request, exc: QuotaExceededError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status.HTTP_413_CONTENT_TOO_LARGE)
+
+    @app.exception_handler(UserQuotaError)
+    async def over_user_quota(request: Request, exc: UserQuotaError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_429_TOO_MANY_REQUESTS)
 
     @app.exception_handler(TooManyStreamsError)
     async def too_many_streams(request: Request, exc: TooManyStreamsError) -> JSONResponse:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response, status
 
 from common.schemas import Health
 from service.api.deps import (
+    AccountsDep,
     Credentials,
     HubDep,
     SchedulerDep,
@@ -13,6 +14,7 @@ from service.api.deps import (
     StoreDep,
     SupervisorDep,
     authorized,
+    reads_need_token,
 )
 
 router = APIRouter(tags=["health"])
@@ -22,16 +24,24 @@ router = APIRouter(tags=["health"])
     "model": Health, "description": "degraded: Ray was lost and is being brought back (the "
     "running jobs are requeued), or the queue cannot start jobs"}})
 def healthz(store: StoreDep, scheduler: SchedulerDep, supervisor: SupervisorDep, hub: HubDep,
-            settings: SettingsDep, credentials: Credentials, response: Response) -> Health:
+            settings: SettingsDep, accounts: AccountsDep, credentials: Credentials,
+            response: Response) -> Health:
     """Liveness, and the CPUs the service has (as its Ray supervisor last saw them, so this
     never waits on a Ray that does not answer); public, so that a load balancer or compose
-    can ask it. Job ids and counts only with the token where reads need one."""
+    can ask it. Job ids and counts only with the token where reads need one; a user's
+    own."""
     total, free = supervisor.cpus
     health = Health(status="ok", cluster_cpus=total, free_cpus=free)
     if (problem := supervisor.outage or scheduler.problem) is not None:
         health.status, health.problem = "degraded", problem
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    if not settings.reads_need_token or authorized(settings, credentials):
-        health.running, health.jobs = scheduler.running_ids(), store.count_by_state()
+    caller = authorized(settings, accounts, credentials)
+    if caller is None and reads_need_token(settings, accounts):
+        return health
+    owner = None if caller is None or caller.admin else caller.name
+    health.running = [j for j in scheduler.running_ids()
+                      if owner is None or store.get(j).owner == owner]
+    health.jobs = store.count_by_state(owner)
+    if owner is None:
         health.event_streams = hub.streams
     return health

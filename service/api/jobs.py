@@ -21,13 +21,18 @@ from common.schemas import (
     Prediction,
     StrictModel,
 )
+from service import quotas
 from service.api.deps import (
     MAX_INDEX,
+    AccountsDep,
+    AuditDep,
     JobDep,
     ModelsDep,
+    Reader,
     SchedulerDep,
     SettingsDep,
     StoreDep,
+    Writer,
     require_read_token,
     require_token,
 )
@@ -42,10 +47,17 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_token)],
              responses={422: {"description": "an invalid field, or over a limit (named)"},
-                        413: {"description": "the request body is over the size limit"}})
-def submit_job(spec: JobSpec, scheduler: SchedulerDep, response: Response) -> JobPublic:
-    """Queue a training job; it runs when the cluster has the CPUs its workers need."""
-    job = scheduler.submit(spec)
+                        413: {"description": "the request body is over the size limit"},
+                        429: {"description": "over one of the user's quotas (named)"}})
+def submit_job(spec: JobSpec, scheduler: SchedulerDep, store: StoreDep, caller: Writer,
+               accounts: AccountsDep, audit: AuditDep, response: Response) -> JobPublic:
+    """Queue a training job; it runs when the cluster has the CPUs its workers need. Over
+    one of the user's quotas: a 429 naming it."""
+    active = [*store.list_jobs(JobState.queued, 10_000, owner=caller.name)[0],
+              *store.list_jobs(JobState.running, 10_000, owner=caller.name)[0]]
+    quotas.check_job(accounts.get(caller.name), active, spec)
+    job = scheduler.submit(spec, caller)
+    audit.record(caller.name, "submit", job.id)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
 
@@ -57,11 +69,13 @@ def job_defaults() -> JobSpec:
 
 
 @router.get("")
-def list_jobs(store: StoreDep, state: JobState | None = None,
+def list_jobs(store: StoreDep, caller: Reader, state: JobState | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0) -> JobList:
-    """Jobs, newest first; filter by ``state``, page with ``limit`` and ``offset``."""
-    items, total = store.list_jobs(state, limit, offset)
+    """Jobs, newest first (a user's own; an admin's all); filter by ``state``, page with
+    ``limit`` and ``offset``."""
+    items, total = store.list_jobs(state, limit, offset,
+                                   owner=None if caller.admin else caller.name)
     return JobList(items=items, total=total, limit=limit, offset=offset)
 
 
@@ -117,18 +131,23 @@ def inject_fault(job: JobDep, fault: FaultRequest, scheduler: SchedulerDep,
 
 @router.post("/{job_id}/cancel", dependencies=[Depends(require_token)],
              responses={409: {"description": "the job has already ended"}})
-def cancel_job(job: JobDep, scheduler: SchedulerDep) -> JobPublic:
+def cancel_job(job: JobDep, scheduler: SchedulerDep, caller: Writer, audit: AuditDep
+               ) -> JobPublic:
     """Stop a job: its workers stop between chunks and free their CPUs (state ``cancelled``)."""
-    return scheduler.cancel(job.id)
+    cancelled = scheduler.cancel(job.id)
+    audit.record(caller.name, "cancel", job.id)
+    return cancelled
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT,
                dependencies=[Depends(require_token)],
                responses={409: {"description": "the job is still queued or running"}})
-def delete_job(job: JobDep, scheduler: SchedulerDep, models: ModelsDep) -> Response:
+def delete_job(job: JobDep, scheduler: SchedulerDep, models: ModelsDep, caller: Writer,
+               audit: AuditDep) -> Response:
     """Forget a finished job: its record, curve and weights."""
     scheduler.delete(job.id)
     models.forget(job.id)
+    audit.record(caller.name, "delete", job.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from common.errors import FieldError
 from common.schemas import JobSpec, VerifyReport, VerifyRequest
-from service.api.deps import RunnerDep, SchedulerDep, SettingsDep, require_token
+from service.api.deps import RunnerDep, SchedulerDep, SettingsDep, Writer, require_token
 from service.runner import GroupError
 
 router = APIRouter(tags=["verify"], dependencies=[Depends(require_token)])
@@ -17,7 +17,7 @@ router = APIRouter(tags=["verify"], dependencies=[Depends(require_token)])
     409: {"description": "the CPUs it needs are taken by jobs now; retry later"},
     422: {"description": "the spec cannot run here, or does not train (named)"}})
 def verify(request: VerifyRequest, scheduler: SchedulerDep, jobs_runner: RunnerDep,
-           settings: SettingsDep) -> VerifyReport:
+           settings: SettingsDep, caller: Writer) -> VerifyReport:
     """Train ``spec`` for ``steps`` steps with 1 worker and with ``workers`` workers, and
     compare the final weights: bit for bit (``deterministic: true`` promises it), or the
     largest difference. Runs now, outside the queue, on CPUs it reserves from the queue:
@@ -36,7 +36,8 @@ def verify(request: VerifyRequest, scheduler: SchedulerDep, jobs_runner: RunnerD
         field = ".".join(str(part) for part in error["loc"]) or "workers"
         raise FieldError(f"spec.{field}", error["msg"]) from None
     try:
-        scheduler.check(spec, runs_epochs=False)  # its steps are bounded on their own
+        # Its steps are bounded on their own (runs_epochs=False).
+        scheduler.check(spec, runs_epochs=False, owner=None if caller.admin else caller.name)
     except FieldError as exc:
         raise exc.within("spec") from exc
     with scheduler.reserve(float(spec.max_workers * spec.cpus_per_worker),

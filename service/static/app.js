@@ -36,7 +36,7 @@ async function refreshJobs() {
     const cancel = TERMINAL.has(job.state) ? "" :
       `<button class="cancel" data-cancel="${job.id}" type="button">cancel</button>`;
     return `<tr data-job="${job.id}" class="${job.id === selected ? "selected" : ""}">
-      <td>${job.id}</td><td>${escapeHtml(job.name)}</td>
+      <td>${job.id}</td><td>${escapeHtml(job.name)}</td><td>${escapeHtml(job.owner || "")}</td>
       <td class="state ${job.state}">${job.state}</td>
       <td><div class="bar" title="${job.step}/${total || "?"}"><div style="width:${share}%"></div></div>
           ${job.step}/${total || "?"}</td>
