@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy.typing as npt
+from pydantic import BaseModel
 
 from common.records import SPAN_COLUMNS, StepRecord
 from common.schemas import (
@@ -271,16 +272,12 @@ class SqliteJobStore:
 
     def add_restart(self, job_id: str, restart: RestartInfo) -> None:
         with self._transaction() as db:
-            row = db.execute("SELECT restart_log FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            log = [*json.loads(row["restart_log"]), restart.model_dump(mode="json")]
-            db.execute("UPDATE jobs SET restarts = ?, restart_log = ? WHERE id = ?",
-                       (len(log), json.dumps(log), job_id))
+            count = _append(db, job_id, "restart_log", restart)
+            db.execute("UPDATE jobs SET restarts = ? WHERE id = ?", (count, job_id))
 
     def add_straggler(self, job_id: str, straggler: StragglerInfo) -> None:
         with self._transaction() as db:
-            row = db.execute("SELECT stragglers FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            log = [*json.loads(row["stragglers"]), straggler.model_dump(mode="json")]
-            db.execute("UPDATE jobs SET stragglers = ? WHERE id = ?", (json.dumps(log), job_id))
+            _append(db, job_id, "stragglers", straggler)
 
     def set_mlflow(self, job_id: str, status: MlflowStatus) -> None:
         with self._transaction() as db:
@@ -289,9 +286,7 @@ class SqliteJobStore:
 
     def add_resize(self, job_id: str, resize: ResizeInfo) -> None:
         with self._transaction() as db:
-            row = db.execute("SELECT resize_log FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            log = [*json.loads(row["resize_log"]), resize.model_dump(mode="json")]
-            db.execute("UPDATE jobs SET resize_log = ? WHERE id = ?", (json.dumps(log), job_id))
+            _append(db, job_id, "resize_log", resize)
 
     def requeue(self, job_id: str, waiting: str | None = None) -> None:
         """Put an interrupted job back in the queue, in its old place (it resumes);
@@ -453,6 +448,15 @@ def _startup(row: sqlite3.Row) -> dict[str, float] | None:
     queued = (datetime.fromisoformat(row["started_at"])
               - datetime.fromisoformat(row["created_at"])).total_seconds()
     return {"queue": queued, **json.loads(row["startup"])}
+
+
+def _append(db: sqlite3.Connection, job_id: str, column: str, entry: BaseModel) -> int:
+    """Add ``entry`` to the job's JSON list in ``column`` (a log on the job record);
+    returns the list's new length."""
+    row = db.execute(f"SELECT {column} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    log = [*json.loads(row[column]), entry.model_dump(mode="json")]
+    db.execute(f"UPDATE jobs SET {column} = ? WHERE id = ?", (json.dumps(log), job_id))
+    return len(log)
 
 
 def _quote(name: str) -> str:

@@ -72,7 +72,7 @@ async def upload_dataset(
     options = IngestOptions(name, format, task, label, header, dtype, caller.name)
     declared = request.headers.get("content-length", "")
     size = int(declared) if declared.isdigit() else None
-    quotas.check_dataset(accounts.get(caller.name), store.list_datasets(), size or 0)
+    quotas.check_dataset(accounts.get(caller.name), store, size or 0)
     dataset = await catalog.upload(request.stream(), size, options, wait)
     audit.record(caller.name, "upload", dataset.id)
     return _answer(dataset, response)
@@ -87,8 +87,9 @@ async def register_dataset(registration: DatasetRegistration, response: Response
     """Ingest a file, or a directory of Parquet files, from under SYNCSGD_DATASETS_ROOT:
     storage every node can read. ``npy``: a directory holding ``x.npy`` and ``y.npy``.
     If the file changes after ingest, jobs on it fail rather than train on other data."""
-    size = _size(catalog.resolve(registration.path))
-    quotas.check_dataset(accounts.get(caller.name), store.list_datasets(), size)
+    user = accounts.get(caller.name)
+    if user is not None and user.max_dataset_bytes is not None:
+        quotas.check_dataset(user, store, _size(catalog.resolve(registration.path)))
     dataset = await catalog.register(registration, wait, caller.name)
     audit.record(caller.name, "register", dataset.id)
     return _answer(dataset, response)
