@@ -31,6 +31,9 @@ LossName = Literal["mse", "cross_entropy"]
 AllReduceName = Literal["mpi", "ray", "local"]
 DTypeName = Literal["float32", "float64"]
 Placement = Literal["pack", "spread"]
+Priority = Literal["low", "normal", "high"]
+#: A priority's rank in the queue: a queued job may preempt running jobs of lower rank.
+PRIORITY_RANK: dict[str, int] = {"low": 0, "normal": 1, "high": 2}
 
 # Bounds that keep one job from exhausting a machine by accident. The service
 # may impose tighter limits from its settings.
@@ -323,6 +326,10 @@ class JobSpec(_Strict):
     early_stopping: EarlyStoppingSpec | None = Field(
         default=None, description="stop when validation stops improving (needs a split)")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    priority: Priority = Field(default="normal", description="a queued job starts before "
+                               "those of lower priority, and takes CPUs from running ones at "
+                               "their next chunk (they resume exactly); high: for users "
+                               "allowed it")
 
     @property
     def elastic(self) -> bool:
@@ -471,6 +478,16 @@ class StragglerInfo(BaseModel):
     factor: float
 
 
+class PreemptionInfo(BaseModel):
+    """The job was stopped at its chunk boundary ``step`` for job ``by`` of a higher
+    priority, and requeued to resume from that step's state."""
+
+    at: datetime
+    step: int
+    by: str
+    by_priority: Priority
+
+
 class MlflowStatus(BaseModel):
     """Where a job's MLflow run stands: the metrics go out behind the training, retried."""
 
@@ -500,13 +517,14 @@ class JobPublic(BaseModel):
     ranks: list[RankPlacement] = Field(default_factory=list)
     world_size: int | None = None  # the ranks it runs on now (an elastic job's change)
     resize_log: list[ResizeInfo] = Field(default_factory=list)
-    #: Why an elastic job waits for workers (its min could not be placed: it went back to
-    #: the queue); until a group of it is up again.
+    #: Why a job that ran is back in the queue (an elastic job's min could not be placed,
+    #: or a job of higher priority took its CPUs); until a group of it is up again.
     waiting: str | None = None
     error: str | None = None
     restarts: int = 0
     restart_log: list[RestartInfo] = Field(default_factory=list)
     stragglers: list[StragglerInfo] = Field(default_factory=list)
+    preemptions: list[PreemptionInfo] = Field(default_factory=list)
     mlflow: MlflowStatus | None = None  # when the spec asks for tracking
     stopped_early_at_epoch: int | None = None  # early stopping ended it after this epoch
     best_epoch: int | None = None  # early stopping's best epoch (its weights are the model's)

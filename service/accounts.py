@@ -34,10 +34,14 @@ CREATE TABLE IF NOT EXISTS users (
     max_cpus REAL,  -- CPUs its queued and running jobs may ask at once (NULL: no limit)
     max_queued_jobs INTEGER,
     max_dataset_bytes INTEGER,
-    may_use_high INTEGER NOT NULL DEFAULT 0
+    may_use_high INTEGER NOT NULL DEFAULT 0,
+    share REAL NOT NULL DEFAULT 1  -- its weight in the queue's fair share
 );
 """
+#: Columns added since the first version: (column, type and default).
+ADDED_COLUMNS = (("share", "REAL NOT NULL DEFAULT 1"),)
 EXIST_TTL_S = 1.0
+MAX_SHARE = 1_000_000.0
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TOKEN = re.compile(r"^sgd_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
@@ -67,6 +71,9 @@ class User(BaseModel):
     max_queued_jobs: int | None = None
     max_dataset_bytes: int | None = None
     may_use_high: bool = False
+    share: float = Field(default=1.0, description="its weight in the queue's fair share: "
+                         "among jobs of one priority, the next is the one of the user who "
+                         "holds the fewest CPUs per unit of share")
 
 
 class Accounts:
@@ -80,6 +87,10 @@ class Accounts:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(users)")}
+        for column, kind in ADDED_COLUMNS:
+            if column not in have:
+                self._db.execute(f"ALTER TABLE users ADD COLUMN {column} {kind}")
         self._exist, self._exist_read_at = False, -float("inf")
 
     def close(self) -> None:
@@ -98,20 +109,22 @@ class Accounts:
 
     def add(self, name: str, admin: bool = False, max_cpus: float | None = None,
             max_queued_jobs: int | None = None, max_dataset_bytes: int | None = None,
-            may_use_high: bool = False) -> str:
+            may_use_high: bool = False, share: float = 1.0) -> str:
         """A new user; returns its token, which is shown once and never stored."""
         if not NAME.match(name):
             raise FieldError("name", f"{name!r}: 1 to 64 of a-z, 0-9, '_', '.', '-', "
                              "starting with a letter or digit")
+        if not 0 < share <= MAX_SHARE:
+            raise FieldError("share", f"{share}: over 0, at most {MAX_SHARE}")
         token, token_id, digest = _new_token()
         try:
             with self._lock:
                 self._db.execute(
                     "INSERT INTO users (name, admin, token_id, token_hash, created_at, "
-                    "max_cpus, max_queued_jobs, max_dataset_bytes, may_use_high) "
-                    "VALUES (?,?,?,?,?,?,?,?,?)",
+                    "max_cpus, max_queued_jobs, max_dataset_bytes, may_use_high, share) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (name, int(admin), token_id, digest, datetime.now(UTC).isoformat(),
-                     max_cpus, max_queued_jobs, max_dataset_bytes, int(may_use_high)))
+                     max_cpus, max_queued_jobs, max_dataset_bytes, int(may_use_high), share))
         except sqlite3.IntegrityError:
             raise FieldError("name", f"a user {name!r} exists already") from None
         return token
@@ -141,6 +154,12 @@ class Accounts:
             row = self._db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
         return _user(row) if row is not None else None
 
+    def shares(self) -> dict[str, float]:
+        """Each user's fair share (the queue asks once a pass, when owners compete)."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, share FROM users").fetchall()
+        return {r["name"]: float(r["share"]) for r in rows}
+
     def authenticate(self, token: str) -> Principal | None:
         """The user whose token this is, or None."""
         match = TOKEN.match(token)
@@ -167,4 +186,4 @@ def _user(row: sqlite3.Row) -> User:
     return User(name=row["name"], admin=bool(row["admin"]), created_at=row["created_at"],
                 max_cpus=row["max_cpus"], max_queued_jobs=row["max_queued_jobs"],
                 max_dataset_bytes=row["max_dataset_bytes"],
-                may_use_high=bool(row["may_use_high"]))
+                may_use_high=bool(row["may_use_high"]), share=row["share"])

@@ -125,11 +125,14 @@ def submit(ctx: typer.Context,
                help="dropout rate of every hidden layer")] = None,
            early_stopping: Annotated[str | None, typer.Option(
                help="e.g. patience=3,monitor=val_accuracy ('' for the defaults)")] = None,
+           priority: Annotated[str | None, typer.Option(
+               help="low, normal or high (high: for users allowed it)")] = None,
            follow_job: Annotated[bool, typer.Option("--follow", help="then follow it")] = False,
            ) -> None:
     """Queue a job from a spec file; flags override its fields."""
     top = {"name": name, "workers": workers, "epochs": epochs, "batch_size": batch_size,
            "allreduce": allreduce, "seed": seed, "accumulation_steps": accumulation_steps,
+           "priority": priority,
            "early_stopping": None if early_stopping is None
            else parse_pairs(early_stopping, "--early-stopping")}
     changes = {"kind": optimizer, "lr": lr, "weight_decay": weight_decay,
@@ -356,12 +359,14 @@ def users_add(name: str, admin: Annotated[bool, typer.Option(help="sees and chan
               max_queued_jobs: Annotated[int | None, typer.Option(min=0)] = None,
               max_dataset_bytes: Annotated[int | None, typer.Option(min=0)] = None,
               may_use_high: Annotated[bool, typer.Option(help="may submit priority high")] = False,
+              share: Annotated[float, typer.Option(
+                  help="weight in the queue's fair share (2: twice the CPUs of a 1)")] = 1.0,
               data_dir: DataDir = None) -> None:
     """Add a user and print its token, once (only its hash is kept)."""
     accounts, audit = _accounts(data_dir)
     try:
         token = accounts.add(name, admin, max_cpus, max_queued_jobs, max_dataset_bytes,
-                             may_use_high)
+                             may_use_high, share)
     except FieldError as exc:
         console.print(f"[red]error[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -373,11 +378,12 @@ def users_add(name: str, admin: Annotated[bool, typer.Option(help="sees and chan
 def users_list(data_dir: DataDir = None) -> None:
     """The users and their quotas (never their tokens)."""
     table = Table("name", "admin", "max cpus", "max queued", "max dataset bytes", "high",
-                  "created")
+                  "share", "created")
     for u in _accounts(data_dir)[0].list():
         table.add_row(u.name, "yes" if u.admin else "", _opt(u.max_cpus),
                       _opt(u.max_queued_jobs), _opt(u.max_dataset_bytes),
-                      "yes" if u.may_use_high else "", u.created_at.isoformat()[:19])
+                      "yes" if u.may_use_high else "", f"{u.share:g}",
+                      u.created_at.isoformat()[:19])
     console.print(table)
 
 

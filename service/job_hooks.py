@@ -93,11 +93,12 @@ class JobHooks(runner.TrainingHooks):
                  settings: Settings, cancel: threading.Event, faults: runner.FaultPlan,
                  observe_records: Callable[[list[StepRecord]], None],
                  grant: Callable[[int | None], int] | None = None,
-                 placed: Callable[[int], None] = lambda size: None):
+                 placed: Callable[[int], None] = lambda size: None,
+                 shrink: Callable[[int], int] = lambda current: current):
         self.job_id, self.store, self.settings = job_id, store, settings
         self._writer = writer
         self._cancel, self._faults, self._observe_records = cancel, faults, observe_records
-        self._grant, self._on_placed = grant, placed
+        self._grant, self._on_placed, self._shrink = grant, placed, shrink
         self._keep: Callable[[StepRecord], bool] | None = None  # all points, until started
         #: The state at the newest chunk's end: what an interrupted job resumes from.
         self.latest: TrainingState | None = None
@@ -144,6 +145,9 @@ class JobHooks(runner.TrainingHooks):
         if self._grant is None:
             return super().world_size(spec, current)
         return self._grant(current)
+
+    def shrink_to(self, spec: JobSpec, current: int) -> int:
+        return self._shrink(current)
 
     def resized(self, resize: runner.Resize) -> None:
         info = ResizeInfo(at=datetime.fromtimestamp(resize.at, UTC), step=resize.step,

@@ -90,8 +90,9 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
     # thread that started them (PR_SET_PDEATHSIG), and the server retires idle
     # worker threads, which killed the embedded Ray ~10 s into a quiet spell.
     runner.connect()
+    accounts = Accounts(settings.database_path)
     scheduler = Scheduler(store, settings, runner, catalog,
-                          observe_records=metrics.observe_records)
+                          observe_records=metrics.observe_records, shares=accounts.shares)
     scheduler.start()
     supervisor = Supervisor(runner, scheduler, settings.supervise_interval_s,
                             on_owner_thread=functools.partial(on_loop_thread,
@@ -105,7 +106,7 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
     app.state.models, app.state.catalog = models, catalog
     app.state.tensorboard = followers[0]
     app.state.tickets = Tickets()
-    app.state.accounts = accounts = Accounts(settings.database_path)
+    app.state.accounts = accounts
     app.state.audit = AuditLog(settings.audit_path)
     app.state.hub = EventHub(store, settings.max_event_streams, settings.event_poll_s)
     try:

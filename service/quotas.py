@@ -1,12 +1,14 @@
 """Each user's quotas (:class:`service.accounts.User`): the CPUs its queued and running jobs
 ask at once, its queued jobs, and its datasets' bytes. Over one, a request gets a 429
 that names the quota and the figures. The admin has none, and a user's jobs and
-datasets are read only for the quotas it has."""
+datasets are read only for the quotas it has. Priority ``high`` is for the admin and
+the users allowed it (a 422 on ``priority`` for the others)."""
 
 from __future__ import annotations
 
+from common.errors import FieldError
 from common.schemas import DatasetState, JobSpec, JobState
-from service.accounts import User
+from service.accounts import Principal, User
 from service.errors import UserQuotaError
 from service.store import SqliteJobStore
 
@@ -34,6 +36,15 @@ def check_job(user: User | None, store: SqliteJobStore, spec: JobSpec) -> None:
         raise UserQuotaError(f"quota max_cpus of user {user.name}: this job asks {need:g} "
                              f"CPUs and the queued and running ones {held:g}, over "
                              f"{user.max_cpus:g}")
+
+
+def check_priority(caller: Principal, user: User | None, spec: JobSpec) -> None:
+    """May ``caller`` submit at ``spec.priority``?"""
+    if spec.priority != "high" or caller.admin or (user is not None and user.may_use_high):
+        return
+    raise FieldError("priority", f"user {caller.name} may not submit priority high (an "
+                     "operator allows it: syncsgd users add --may-use-high); low and normal "
+                     "are open to all")
 
 
 def check_dataset(user: User | None, store: SqliteJobStore, more: int) -> None:

@@ -2,8 +2,11 @@
 
 A queued job starts when (1) fewer than ``max_concurrent_jobs`` run and (2)
 the cluster's CPUs not held by running jobs cover its ``workers x
-cpus_per_worker``. Strictly in submission order: a job that does not fit yet
-holds back the jobs behind it, so none is starved by smaller ones.
+cpus_per_worker``. The next job is chosen by priority, then fair share between
+owners, then submission order (:mod:`service.queue_policy`). A next job that does
+not fit yet holds back the jobs behind it, so none is starved by smaller ones; when
+running jobs of lower priority hold what it needs, they shrink or stop at their next
+chunk's end and are requeued with their state, to resume exactly.
 
 Each running job's driver reports through :class:`service.job_hooks.JobHooks`;
 its store writes go through one writer thread, in order.
@@ -18,31 +21,51 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common.checkpoint import TrainingState, latest_checkpoint, list_checkpoints, save_checkpoint
 from common.data import check_spec_matches_data, describe_dataset
 from common.errors import FieldError
 from common.records import StepRecord
-from common.schemas import JobPublic, JobSpec, JobState, SyntheticSpec
-from service import runner
+from common.schemas import (
+    PRIORITY_RANK,
+    JobPublic,
+    JobSpec,
+    JobState,
+    PreemptionInfo,
+    Priority,
+    SyntheticSpec,
+)
+from service import queue_policy, runner
 from service.accounts import ADMIN, Principal
 from service.config import Settings
 from service.datasets import DatasetCatalog
 from service.errors import ResumeError, StateConflictError, SubmissionError
 from service.job_hooks import JobHooks, StoreWriter
-from service.store import SqliteJobStore
+from service.store import QueuedJob, SqliteJobStore
 from service.tracking.mlflow_runs import check_mlflow_available
 
 log = logging.getLogger("syncsgd.scheduler")
+
+
+#: A ``_Running`` of no job (a ``/verify`` reservation) has this priority: above every
+#: job's, so that no job preempts it.
+UNPREEMPTIBLE = len(PRIORITY_RANK)
 
 
 @dataclass
 class _Running:
     workers: int
     cpus_per_worker: float = 1.0
+    owner: str | None = None  # for fair share (None: a reservation)
+    priority: int = UNPREEMPTIBLE
+    min_workers: int = 1
+    started: int = 0  # the order the jobs started in
+    shrink_to: int | None = None  # asked to give back CPUs: the size to shrink to
+    preempted_by: tuple[str, Priority] | None = None  # (job id, its priority) that stops it
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     by_user: bool = False  # the cancel was a user's, not the service stopping
@@ -57,9 +80,12 @@ class _Running:
 class Scheduler:
     def __init__(self, store: SqliteJobStore, settings: Settings, jobs_runner: runner.Runner,
                  catalog: DatasetCatalog,
-                 observe_records: Callable[[list[StepRecord]], None] = lambda records: None):
+                 observe_records: Callable[[list[StepRecord]], None] = lambda records: None,
+                 shares: Callable[[], Mapping[str, float]] = dict):
         self.store, self.settings, self.runner = store, settings, jobs_runner
         self.catalog = catalog
+        self._shares = shares  # each user's fair share (1 when not named)
+        self._starts = 0  # jobs started so far, to order them
         self._observe_records = observe_records
         self._lock = threading.Condition()
         self._running: dict[str, _Running] = {}
@@ -100,7 +126,9 @@ class Scheduler:
 
     def stop(self) -> None:
         """Stop running jobs between chunks (they resume at the next start), wait for their
-        workers to be gone, flush the store."""
+        workers to be gone, flush the store. Queued jobs that ran (preempted, or back for
+        their min) keep their state in memory: it is written as their checkpoint, so that
+        the next start resumes them from there."""
         with self._lock:
             self._stopping = True
             running = list(self._running.values())
@@ -111,6 +139,12 @@ class Scheduler:
             if job.thread is not None:
                 job.thread.join(timeout=60)
         self._thread.join(timeout=10)
+        with self._lock:
+            states, self._resume = self._resume, {}
+        for job_id, state in states.items():
+            self._writer.put(functools.partial(
+                save_checkpoint, self.settings.checkpoint_dir(job_id), state,
+                keep=self.settings.keep_checkpoints), job_id)
         self._writer.flush()
         self._writer.stop()
 
@@ -223,7 +257,7 @@ class Scheduler:
         with self._lock:
             self.outage = reason
             for running in self._running.values():
-                running.interrupted = reason
+                running.interrupted, running.preempted_by = reason, None
                 running.cancel.set()
 
     def drain(self, timeout_s: float) -> bool:
@@ -306,25 +340,72 @@ class Scheduler:
     def _start_what_fits(self) -> None:
         if self.outage is not None:
             return
-        queued = self.store.ids_in_state(JobState.queued)
+        queued = self.store.queue()
         total = self.cluster_cpus() if queued else 0.0
-        for job_id in queued:
-            if len(self._running) >= self.settings.max_concurrent_jobs:
-                return
-            spec = self.store.get(job_id).spec
+        held: dict[str, float] = {}
+        for r in self._running.values():
+            if r.owner is not None:
+                held[r.owner] = held.get(r.owner, 0.0) + r.cpus
+        shares = self._shares() if len({job.owner for job in queued}) > 1 else {}
+        while (pick := queue_policy.next_job(queued, held, shares)) is not None:
+            spec = self.store.get(pick.id).spec
             used = sum(r.cpus for r in self._running.values())
             fit = int((total - used) // spec.cpus_per_worker)
-            if fit < spec.min_workers:
-                return  # strictly in order: the head waits, and so does everyone behind it
-            # Marked running before anything is reserved or started: if the store refuses,
-            # nothing is held and the next pass tries again.
-            self.store.mark_running(job_id, 0, [])
-            # An elastic job starts on what fits now, and grows between chunks (_grant).
-            running = _Running(min(fit, spec.max_workers), spec.cpus_per_worker)
-            running.thread = threading.Thread(target=self._run, args=(job_id, spec, running),
-                                              name=f"job-{job_id}", daemon=True)
-            self._running[job_id] = running
-            running.thread.start()
+            if (fit < spec.min_workers
+                    or len(self._running) >= self.settings.max_concurrent_jobs):
+                self._make_room(pick, spec, total - used)
+                return  # the next job waits, and so does everyone behind it
+            queued.remove(pick)
+            owner = queue_policy.owner_of(pick.owner)
+            running = self._start(pick, spec, min(fit, spec.max_workers), owner)
+            held[owner] = held.get(owner, 0.0) + running.cpus
+
+    def _start(self, pick: QueuedJob, spec: JobSpec, workers: int, owner: str) -> _Running:
+        """Start queued job ``pick`` on ``workers`` ranks (an elastic job starts on what
+        fits now, and grows between chunks: :meth:`_grant`)."""
+        # Marked running before anything is reserved or started: if the store refuses,
+        # nothing is held and the next pass tries again.
+        self.store.mark_running(pick.id, 0, [])
+        self._starts += 1
+        running = _Running(workers, spec.cpus_per_worker, owner, pick.priority,
+                           spec.min_workers, self._starts)
+        running.thread = threading.Thread(target=self._run, args=(pick.id, spec, running),
+                                          name=f"job-{pick.id}", daemon=True)
+        self._running[pick.id] = running
+        running.thread.start()
+        return running
+
+    def _make_room(self, pick: QueuedJob, spec: JobSpec, free: float) -> None:
+        """Queued job ``pick`` does not fit in ``free`` CPUs: have running jobs of lower
+        priority shrink or stop at their next chunk's end, unless those already asked to
+        will free enough."""
+        holders, pending, stopping = [], 0.0, 0
+        for job_id, r in self._running.items():
+            if r.preempted_by is not None:
+                pending, stopping = pending + r.cpus, stopping + 1
+                continue
+            after = min(r.workers, r.shrink_to or r.workers)
+            pending += (r.workers - after) * r.cpus_per_worker
+            holders.append(queue_policy.Holder(
+                job_id, r.priority, after * r.cpus_per_worker,
+                max(0, after - r.min_workers) * r.cpus_per_worker, r.started))
+        deficit = spec.min_workers * spec.cpus_per_worker - free - pending
+        need_slot = len(self._running) - stopping >= self.settings.max_concurrent_jobs
+        if deficit <= 0 and not need_slot:
+            return
+        plan = queue_policy.plan_preemption(pick.priority, deficit, need_slot, holders)
+        for job_id in plan.shrink if plan else ():
+            victim = self._running[job_id]
+            victim.shrink_to = victim.min_workers
+            log.info("shrinking to %d worker(s) for %s (priority %s)", victim.min_workers,
+                     pick.id, spec.priority, extra={"event": "preempting", "job": job_id})
+        for job_id in plan.stop if plan else ():
+            victim = self._running[job_id]
+            victim.preempted_by = (pick.id, spec.priority)
+            victim.interrupted = f"preempted by {pick.id} (priority {spec.priority})"
+            victim.cancel.set()
+            log.info("stopping at its next chunk for %s (priority %s)", pick.id,
+                     spec.priority, extra={"event": "preempting", "job": job_id})
 
     def _grant(self, running: _Running, spec: JobSpec, current: int | None) -> int:
         """An elastic job's world size: what the queue reserved for its start, then between
@@ -340,11 +421,19 @@ class Scheduler:
                                   current + max(0, int(free // spec.cpus_per_worker)))
             return running.workers
 
+    def _shrink(self, running: _Running, current: int) -> int:
+        """An elastic job's world size between chunks when a job of higher priority asked
+        for its CPUs (:meth:`_make_room`): its ``min``; else ``current``."""
+        with self._lock:
+            return min(current, running.shrink_to or current)
+
     def _placed(self, running: _Running, size: int) -> None:
         """An elastic job's group is up with ``size`` ranks: it holds their CPUs, and frees
-        those of ranks it lost or was granted but could not place."""
+        those of ranks it lost, was granted but could not place, or gave back."""
         with self._lock:
             running.workers = size
+            if running.shrink_to is not None and size <= running.shrink_to:
+                running.shrink_to = None
             self._lock.notify_all()
 
     def _run(self, job_id: str, spec: JobSpec, running: _Running) -> None:
@@ -353,6 +442,7 @@ class Scheduler:
         hooks = JobHooks(job_id, self.store, self._writer, self.settings, running.cancel,
                          faults, self._observe_records,
                          grant=functools.partial(self._grant, running, spec),
+                         shrink=functools.partial(self._shrink, running),
                          placed=(functools.partial(self._placed, running) if spec.elastic
                                   else lambda size: None))
         running.hooks = hooks
@@ -374,10 +464,7 @@ class Scheduler:
         except runner.BelowMinimumError as exc:  # back to the queue, to wait for its min
             self._interrupted(job_id, exc.state or hooks.latest, str(exc), exc, waiting=True)
         except Exception as exc:
-            if running.interrupted is None:
-                self._ended(job_id, running, exc)
-            else:
-                self._interrupted(job_id, hooks.latest, running.interrupted, exc)
+            self._stopped(job_id, running, hooks.latest, exc)
         finally:
             self._writer.flush()
             with self._lock:
@@ -389,8 +476,8 @@ class Scheduler:
     def _interrupted(self, job_id: str, state: TrainingState | None, reason: str,
                      exc: Exception, waiting: bool = False) -> None:
         """Ray was lost under the job, or (``waiting``) an elastic job's ``min`` ranks
-        could not be placed: back to the queue (``waiting``: with ``reason`` on the job),
-        to resume from ``state``."""
+        could not be placed, or a job of higher priority took its CPUs: back to the queue
+        (``waiting``: with ``reason`` on the job), to resume from ``state``."""
         log.warning("interrupted (%s: %s); requeued to resume from step %d", reason,
                     type(exc).__name__, state.step if state else 0,
                     extra={"event": "requeued", "job": job_id})
@@ -400,6 +487,24 @@ class Scheduler:
         why = reason if waiting else None
         self._writer.put(lambda: self.store.requeue(job_id, why), job_id)
 
+    def _stopped(self, job_id: str, running: _Running, latest: TrainingState | None,
+                 exc: Exception) -> None:
+        """The job's driver raised ``exc``: it ended (cancelled, failed, or the service
+        stops), or it was interrupted (Ray lost, preempted) and goes back to the queue to
+        resume from ``latest``, its state at its newest chunk's end."""
+        if running.interrupted is None or running.by_user:
+            self._ended(job_id, running, exc)
+        elif running.preempted_by is None:
+            self._interrupted(job_id, latest, running.interrupted, exc)
+        elif not isinstance(exc, runner.JobCancelledError):
+            self._failed(job_id, exc)  # it failed before it reached its chunk's end
+        else:
+            self._interrupted(job_id, latest, running.interrupted, exc, waiting=True)
+            by, priority = running.preempted_by
+            info = PreemptionInfo(at=datetime.now(UTC), step=latest.step if latest else 0,
+                                  by=by, by_priority=priority)
+            self._writer.put(lambda: self.store.add_preemption(job_id, info), job_id)
+
     def _ended(self, job_id: str, running: _Running, exc: Exception) -> None:
         """The job stopped with ``exc``: cancelled, requeued by a stopping service, or
         failed."""
@@ -407,6 +512,9 @@ class Scheduler:
             if job_id in self._lost:
                 self._end(job_id, JobState.failed, self._lost[job_id])
             elif self._stopping and not running.by_user:  # resume at the next start
+                if running.hooks is not None and running.hooks.latest is not None:
+                    with self._lock:  # from its newest chunk: stop() writes it to disk
+                        self._resume[job_id] = running.hooks.latest
                 self._writer.put(lambda: self.store.requeue(job_id), job_id)
             else:
                 log.info("%s", exc, extra={"event": "cancelled", "job": job_id})

@@ -24,11 +24,13 @@ from pydantic import BaseModel
 
 from common.records import SPAN_COLUMNS, StepRecord
 from common.schemas import (
+    PRIORITY_RANK,
     DatasetPublic,
     JobPublic,
     JobSpec,
     JobState,
     MlflowStatus,
+    PreemptionInfo,
     RankPlacement,
     ResizeInfo,
     RestartInfo,
@@ -61,7 +63,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     stragglers TEXT NOT NULL DEFAULT '[]',  -- ranks that computed slower (JSON)
     mlflow TEXT,  -- the MLflow run's status (JSON)
     tensorboard_step INTEGER NOT NULL DEFAULT 0,  -- the curve is in its event files to here
-    owner TEXT  -- the user who submitted it
+    owner TEXT,  -- the user who submitted it
+    preemptions TEXT NOT NULL DEFAULT '[]'  -- stops for jobs of higher priority (JSON)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS points (
@@ -107,7 +110,8 @@ ADDED_COLUMNS = (("jobs", "crashes", "INTEGER NOT NULL DEFAULT 0"),
                  ("points", "lr", "REAL"), ("points", "grad_norm", "REAL"),
                  ("jobs", "stragglers", "TEXT NOT NULL DEFAULT '[]'"), ("jobs", "mlflow", "TEXT"),
                  ("jobs", "tensorboard_step", "INTEGER NOT NULL DEFAULT 0"),
-                 ("jobs", "owner", "TEXT"))
+                 ("jobs", "owner", "TEXT"),
+                 ("jobs", "preemptions", "TEXT NOT NULL DEFAULT '[]'"))
 TIMING_FIELDS = ("compute", "allreduce", "wait", "update")
 
 
@@ -125,6 +129,14 @@ class SpanRow(NamedTuple):
     wait: float
     allreduce: float
     update: float
+
+
+class QueuedJob(NamedTuple):
+    """A queued job as the queue orders it."""
+
+    id: str
+    owner: str | None  # None: submitted before accounts (the admin's)
+    priority: int  # common.schemas.PRIORITY_RANK
 
 
 def utcnow() -> datetime:
@@ -243,6 +255,16 @@ class SqliteJobStore:
                                     (state.value,)).fetchall()
         return [r["id"] for r in rows]
 
+    def queue(self) -> list[QueuedJob]:
+        """The queued jobs, in submission order, with what orders them."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, owner, COALESCE(json_extract(spec, '$.priority'), 'normal') AS "
+                "priority FROM jobs WHERE state = ? ORDER BY seq",
+                (JobState.queued.value,)).fetchall()
+        return [QueuedJob(r["id"], r["owner"], PRIORITY_RANK.get(r["priority"], 1))
+                for r in rows]
+
     def count_by_state(self, owner: str | None = None) -> dict[str, int]:
         """Jobs by state (``owner``: that user's)."""
         where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
@@ -287,6 +309,10 @@ class SqliteJobStore:
     def add_resize(self, job_id: str, resize: ResizeInfo) -> None:
         with self._transaction() as db:
             _append(db, job_id, "resize_log", resize)
+
+    def add_preemption(self, job_id: str, preemption: PreemptionInfo) -> None:
+        with self._transaction() as db:
+            _append(db, job_id, "preemptions", preemption)
 
     def requeue(self, job_id: str, waiting: str | None = None) -> None:
         """Put an interrupted job back in the queue, in its old place (it resumes);
@@ -477,6 +503,7 @@ def _job(row: sqlite3.Row) -> JobPublic:
         error=row["error"], restarts=row["restarts"],
         restart_log=[RestartInfo(**r) for r in json.loads(row["restart_log"])],
         stragglers=[StragglerInfo(**r) for r in json.loads(row["stragglers"])],
+        preemptions=[PreemptionInfo(**r) for r in json.loads(row["preemptions"])],
         mlflow=MlflowStatus.model_validate_json(row["mlflow"]) if row["mlflow"] else None,
         created_at=row["created_at"], curve_stride=row["curve_stride"],
         stopped_early_at_epoch=row["stopped_early_at_epoch"], best_epoch=row["best_epoch"],

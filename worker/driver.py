@@ -114,8 +114,14 @@ class TrainingHooks:
         chunks, where an answer over ``current`` grows the group. Default: ``max`` at once."""
         return spec.max_workers if current is None else current
 
+    def shrink_to(self, spec: JobSpec, current: int) -> int:
+        """Asked of an elastic job between chunks: an answer under ``current`` shrinks the
+        group (down to ``min``), to give CPUs back. Default: ``current``."""
+        return current
+
     def resized(self, resize: Resize) -> None:
-        """An elastic job now runs at another world size (grown, or shrunk after a loss)."""
+        """An elastic job now runs at another world size (grown, or shrunk after a loss or
+        when asked to give CPUs back)."""
 
     def timings(self, ranks: list[RankInfo], step: int, spans: Array) -> None:
         """A chunk's timings on every rank, up to its last step ``step``: ``spans``
@@ -266,8 +272,8 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
             outcome = _run_group(group, spec, options, hooks, latest, world.size,
                                  world.grow_after, split)
             split = None
-            if isinstance(outcome, int):  # grow: the same state, on more ranks
-                world.grow(outcome)
+            if isinstance(outcome, int):  # resize: the same state, on more or fewer ranks
+                world.resize(outcome)
                 continue
             return dataclasses.replace(outcome, restarts=restarts,
                                        preprocessing=data.preprocessing)
@@ -295,12 +301,21 @@ def _restart(exc: GroupError, policy: RestartPolicy, restarts: int, spec: JobSpe
     return restarts + 1
 
 
+def _wanted_size(spec: JobSpec, hooks: TrainingHooks, size: int, grow_after: float) -> int:
+    """An elastic job's size for its next chunk: smaller when the hooks ask for CPUs
+    back, larger when they grant more (not before ``grow_after``, after a growth that
+    could not be placed whole)."""
+    if (smaller := max(spec.min_workers, hooks.shrink_to(spec, size))) < size:
+        return smaller
+    return hooks.world_size(spec, size) if time.monotonic() >= grow_after else size
+
+
 def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: TrainingHooks,
                latest: _Latest, size: int, grow_after: float = 0.0,
                split: dict[str, float] | None = None) -> TrainingResult | int:
     """Drive one group from its state to the end of training, or (an elastic job whose
-    hooks grant more ranks between chunks) to the step boundary where it grows: then the
-    world size to grow to. Shut the group down in any case."""
+    hooks grant more ranks or ask for some back between chunks) to the step boundary where
+    it resizes: then the world size to resize to. Shut the group down in any case."""
     try:
         hooks.started(group.ranks, group.total_steps)
         sizer = ChunkSizer(spec.steps_per_chunk)
@@ -333,8 +348,7 @@ def _run_group(group: Group, spec: JobSpec, options: GroupOptions, hooks: Traini
                 if chunk.step == next_checkpoint:  # to disk, for a service that restarts
                     hooks.checkpoint(chunk.state)
             if (spec.elastic and group.step < group.total_steps
-                    and time.monotonic() >= grow_after
-                    and (wanted := hooks.world_size(spec, size)) > size):
+                    and (wanted := _wanted_size(spec, hooks, size, grow_after)) != size):
                 return wanted
         return TrainingResult(group.final_params(), group.step, group.ranks, group.fingerprints,
                               early_stopping=early)

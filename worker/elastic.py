@@ -3,9 +3,9 @@ may grow, and the record of each change.
 
 The global batch is the same at every size, so a resize changes nothing in the training
 (no bit in deterministic mode): a group is rebuilt, from the state at a chunk's end,
-larger when the driver's hooks grant more ranks, smaller when a failed group cannot be
-replaced whole within ``GroupOptions.elastic_wait_s``, down to ``min``; below that the
-job goes back to the queue (:class:`worker.errors.BelowMinimumError`).
+larger when the driver's hooks grant more ranks, smaller when they ask for CPUs back or
+when a failed group cannot be replaced whole within ``GroupOptions.elastic_wait_s``, down
+to ``min``; below that the job goes back to the queue (:class:`worker.errors.BelowMinimumError`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 #: during this many elastic waits (a lost node's CPUs count until Ray declares it dead).
 GROW_BACKOFF = 6.0
 GROWN = "CPUs came free"  # the cause of a growth
+SHRUNK = "the service took CPUs back for a job of higher priority"  # of a shrink when asked
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,14 @@ class World:
     def floor(self, spec: JobSpec) -> int:
         """The least the next group may have: a group grown from ``current`` never comes
         out smaller than it; a fresh one after a failure may, down to ``min``."""
+        if self.cause == SHRUNK:
+            return self.size
         return self.current if self.cause == GROWN and self.current else spec.min_workers
 
-    def grow(self, size: int) -> None:
-        self.cause, self.since, self.size = GROWN, time.monotonic(), size
+    def resize(self, size: int) -> None:
+        """Grow to ``size`` ranks granted, or shrink to ``size`` as asked."""
+        grown = self.current is None or size > self.current
+        self.cause, self.since, self.size = GROWN if grown else SHRUNK, time.monotonic(), size
 
     def failed(self, cause: str) -> None:
         self.cause, self.since = cause, time.monotonic()

@@ -53,7 +53,9 @@ def submit_job(spec: JobSpec, scheduler: SchedulerDep, store: StoreDep, caller: 
                accounts: AccountsDep, audit: AuditDep, response: Response) -> JobPublic:
     """Queue a training job; it runs when the cluster has the CPUs its workers need. Over
     one of the user's quotas: a 429 naming it."""
-    quotas.check_job(accounts.get(caller.name), store, spec)
+    user = accounts.get(caller.name)
+    quotas.check_priority(caller, user, spec)
+    quotas.check_job(user, store, spec)
     job = scheduler.submit(spec, caller)
     audit.record(caller.name, "submit", job.id)
     response.headers["Location"] = f"/jobs/{job.id}"

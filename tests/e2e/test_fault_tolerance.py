@@ -6,8 +6,10 @@ allows before deterministic mode exists)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +131,11 @@ def test_faults_need_the_setting_and_a_live_job(drills: Server, tmp_path: Path) 
         plain.stop()
 
 
-def running_job(data_dir: Path, past_step: int) -> tuple[Server, str]:
-    """A fresh service on ``data_dir`` and a job of ``SPEC`` on it, past ``past_step``."""
+def running_job(data_dir: Path, past_step: int, **changes: Any) -> tuple[Server, str]:
+    """A fresh service on ``data_dir`` and a job of ``SPEC`` with ``changes`` on it, past
+    ``past_step``."""
     server = start_server(data_dir)
-    job_id = httpx.post(f"{server.url}/jobs", json=SPEC).json()["id"]
+    job_id = httpx.post(f"{server.url}/jobs", json={**SPEC, **changes}).json()["id"]
     wait_for(lambda: httpx.get(f"{server.url}/jobs/{job_id}").json()["step"] >= past_step,
              120, f"progress past step {past_step}", 0.05)
     return server, job_id
@@ -175,9 +178,16 @@ def _is_agent(pid: int) -> bool:
 def test_a_stopped_service_resumes_its_running_job_when_started_again(tmp_path: Path,
                                                                      reference: bytes) -> None:
     data_dir = tmp_path / "data"
-    first, job_id = running_job(data_dir, past_step=25)
+    first, job_id = running_job(data_dir, past_step=25, checkpoint_every=1000)
     first.stop()
     assert not first.ray_processes()
+    # The state at the last chunk it ran is on disk (it has no checkpoint step before
+    # 1,000): the next process repeats no step.
+    with contextlib.closing(sqlite3.connect(data_dir / "syncsgd.sqlite3")) as db:
+        (stopped_at,) = db.execute("SELECT step FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    newest = max(int(path.stem.split("-")[1])
+                 for path in (data_dir / "checkpoints" / job_id).glob("step-*.npz"))
+    assert newest == stopped_at
     second = start_server(data_dir)
     try:
         job = wait_job(second.http, job_id)

@@ -189,7 +189,8 @@ def test_the_cli_flags_set_the_training_controls(server: Server) -> None:
     done = submit("--name", "controls", "--epochs", "3", "--optimizer", "adamw", "--lr", "0.01",
                   "--weight-decay", "0.05", "--schedule", "kind=step,every_epochs=1,gamma=0.5",
                   "--warmup-steps", "10", "--clip-norm", "2.5", "--accumulation-steps", "2",
-                  "--dropout", "0.25", "--early-stopping", "patience=2,monitor=val_accuracy")
+                  "--dropout", "0.25", "--early-stopping", "patience=2,monitor=val_accuracy",
+                  "--priority", "low")
     assert done.returncode == 0, done.stdout + done.stderr
     job = wait_job(server.http, done.stdout.split()[0])
     assert job["state"] == "succeeded", job["error"]
@@ -198,7 +199,7 @@ def test_the_cli_flags_set_the_training_controls(server: Server) -> None:
         **spec["optimizer"], "kind": "adamw", "lr": 0.01, "weight_decay": 0.05,
         "warmup_steps": 10, "clip_norm": 2.5, "schedule": None}
     assert spec["optimizer"]["schedule"] == {"kind": "step", "every_epochs": 1, "gamma": 0.5}
-    assert spec["accumulation_steps"] == 2 and spec["epochs"] == 3
+    assert spec["accumulation_steps"] == 2 and spec["epochs"] == 3 and spec["priority"] == "low"
     assert [layer["dropout"] for layer in spec["model"]["layers"]] == [0.25, 0.0]
     assert spec["early_stopping"] == {"monitor": "val_accuracy", "patience": 2,
                                       "min_delta": 0.0, "restore_best": True}
