@@ -116,6 +116,9 @@ class Settings(BaseSettings):
 
     log_format: Literal["text", "json"] = Field(default="text",
                                                 description="json: one JSON object per line")
+    metrics_user_labels: bool = Field(
+        default=False, description="/metrics also has gauges labelled by user name (the "
+        "CPUs each user's running jobs hold, its queued jobs); off: no user data in it")
 
     # operators' drills and tests only
     fault_injection: bool = Field(default=False,

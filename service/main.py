@@ -33,7 +33,7 @@ from service.api import (
     tracking,
     verify,
 )
-from service.api.deps import require_read_token
+from service.api.deps import require_admin_read
 from service.audit import AuditLog
 from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
@@ -84,7 +84,7 @@ async def lifespan(app: FastAPI, *, settings: Settings, runner: Runner) -> Async
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
     store = SqliteJobStore(settings.database_path)
-    metrics = Metrics(store)
+    metrics = Metrics(store, user_labels=settings.metrics_user_labels)
     catalog = DatasetCatalog(store, settings)
     # On THIS thread, not a worker thread: Ray ties its head processes' lives to the
     # thread that started them (PR_SET_PDEATHSIG), and the server retires idle
@@ -161,9 +161,12 @@ metrics_router = APIRouter(tags=["health"])
 
 
 @metrics_router.get("/metrics", response_class=PlainTextResponse,
-                    dependencies=[Depends(require_read_token)])
+                    dependencies=[Depends(require_admin_read)],
+                    responses={403: {"description": "a user's token, not an admin's"}})
 def prometheus_metrics(request: Request) -> Response:
     """Prometheus text format: jobs by state, running jobs' speed and loss, steps,
-    all-reduce seconds, HTTP request durations."""
+    all-reduce seconds, HTTP request durations, preemptions; with
+    ``SYNCSGD_METRICS_USER_LABELS``, each user's CPUs and queued jobs. Once there are
+    accounts, for admins only."""
     metrics: Metrics = request.app.state.metrics
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

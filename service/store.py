@@ -265,6 +265,12 @@ class SqliteJobStore:
         return [QueuedJob(r["id"], r["owner"], PRIORITY_RANK.get(r["priority"], 1))
                 for r in rows]
 
+    def count_preemptions(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(SUM(json_array_length(preemptions)), 0) "
+                                   "FROM jobs").fetchone()
+        return int(row[0])
+
     def count_by_state(self, owner: str | None = None) -> dict[str, int]:
         """Jobs by state (``owner``: that user's)."""
         where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())

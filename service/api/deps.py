@@ -196,6 +196,15 @@ def require_read_token(settings: SettingsDep, accounts: AccountsDep,
     return authorized(settings, accounts, credentials) or ADMIN
 
 
+def require_admin_read(caller: Annotated[Principal, Depends(require_read_token)]) -> None:
+    """For what shows every user's jobs (``/metrics``): the admin only, once there are
+    accounts (on an open service everyone reads as the admin)."""
+    if not caller.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this shows every user's jobs: it "
+                            "needs an admin's token (SYNCSGD_TOKEN, or a user added with "
+                            "--admin)")
+
+
 Writer = Annotated[Principal, Depends(require_token)]
 Reader = Annotated[Principal, Depends(require_read_token)]
 

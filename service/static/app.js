@@ -37,8 +37,8 @@ async function refreshJobs() {
       `<button class="cancel" data-cancel="${job.id}" type="button">cancel</button>`;
     return `<tr data-job="${job.id}" class="${job.id === selected ? "selected" : ""}">
       <td>${job.id}</td><td>${escapeHtml(job.name)}</td><td>${escapeHtml(job.owner || "")}</td>
-      <td>${job.spec.priority}</td>
-      <td class="state ${job.state}" title="${escapeHtml(job.waiting || "")}">${job.state}</td>
+      <td class="state ${job.state}" title="${escapeHtml(job.waiting || "")}">${job.state}
+          <div class="priority">${job.spec.priority}</div></td>
       <td><div class="bar" title="${job.step}/${total || "?"}"><div style="width:${share}%"></div></div>
           ${job.step}/${total || "?"}</td>
       <td>${fmt(job.loss)}</td><td>${fmt(job.val_accuracy)}</td><td>${job.restarts}</td>

@@ -42,8 +42,10 @@ def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, http
     data_dir.mkdir()
     tokens = {"a": users(data_dir, "add", "a"), "b": users(data_dir, "add", "b"),
               "c": users(data_dir, "add", "c", "--may-use-high")}
-    server = start_server(data_dir, token=ADMIN_TOKEN, fault_injection="true")
-    clients = {name: as_(server, token) for name, token in tokens.items()}
+    server = start_server(data_dir, token=ADMIN_TOKEN, fault_injection="true",
+                          metrics_user_labels="true")
+    clients = {name: as_(server, token) for name, token in
+               {**tokens, "admin": ADMIN_TOKEN}.items()}
     yield clients
     server.stop_cleanly()
 
@@ -92,6 +94,10 @@ def test_a_high_job_preempts_a_low_one_which_resumes_to_the_same_bits(
     wait_for(lambda: running_on(b, low, 2) and b.get(f"/jobs/{low}").json()["step"] > CHUNK,
              60, "the low job on every CPU, past its first chunk")
     submitted_at = b.get(f"/jobs/{low}").json()["step"]
+    # The operator let /metrics name users: B's job holds both CPUs; A has no job left.
+    metrics = clients["admin"].get("/metrics").text
+    assert 'syncsgd_user_cpus{user="b"} 2.0' in metrics and 'user="a"' not in metrics
+    assert a.get("/metrics").status_code == 403  # every user's jobs are in it
     high = c.post("/jobs", json={**SHORT, "workers": 2, "priority": "high"}).json()["id"]
     waiting = wait_job(b, low, {"queued"}, timeout_s=60)
     assert waiting["waiting"] == f"preempted by {high} (priority high)"
@@ -107,6 +113,7 @@ def test_a_high_job_preempts_a_low_one_which_resumes_to_the_same_bits(
     assert when(preemption["at"]) <= when(high_job["started_at"])
     assert when(high_job["finished_at"]) <= when(job["finished_at"])
     assert job["waiting"] is None and job["restarts"] == 0 and job["resize_log"] == []
+    assert "\nsyncsgd_preemptions 1.0\n" in clients["admin"].get("/metrics").text
 
     # Resumed from the chunk's state in memory: every step once, and the same bits.
     assert curve_steps(b, low) == list(range(1, TRAIN["max_steps"] + 1))
@@ -137,7 +144,7 @@ def test_a_low_elastic_job_shrinks_to_its_min_instead_of_stopping(
     token = b.headers["Authorization"].removeprefix("Bearer ")
     with open_page(str(b.base_url).rstrip("/"), token=token) as page:
         page.wait_for_selector(f"tr[data-job='{low}']")
-        assert page.text_content(f"tr[data-job='{low}'] td:nth-child(4)") == "low"
+        assert page.text_content(f"tr[data-job='{low}'] td.state .priority") == "low"
         options = page.eval_on_selector_all("select[name='priority'] option",
                                             "options => options.map((o) => o.textContent)")
         assert page.input_value("select[name='priority']") == "normal"

@@ -87,6 +87,11 @@ def test_another_user_s_ids_are_404_everywhere_and_the_admin_sees_all(
         assert admin.get(path).status_code == 200, path
     assert admin.delete(f"/jobs/{job['id']}").status_code == 204
     assert server.http.get("/jobs").status_code == 401  # with accounts, reads need a token
+    # /metrics names every job: an admin's, and free of user names (the operator's default).
+    assert a.get("/metrics").status_code == 403
+    metrics = admin.get("/metrics")
+    assert metrics.status_code == 200 and "syncsgd_jobs{" in metrics.text
+    assert "user=" not in metrics.text and 'b"' not in metrics.text
 
 
 def test_tokens_are_stored_hashed_and_a_rotated_one_stops_at_once(
