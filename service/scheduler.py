@@ -85,6 +85,7 @@ class Scheduler:
         self.store, self.settings, self.runner = store, settings, jobs_runner
         self.catalog = catalog
         self._shares = shares  # each user's fair share (1 when not named)
+        self._submitting = threading.Lock()  # a quota's check and the insert, together
         self._starts = 0  # jobs started so far, to order them
         self._observe_records = observe_records
         self._lock = threading.Condition()
@@ -150,10 +151,15 @@ class Scheduler:
 
     # ---- requests ------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec, caller: Principal = ADMIN) -> JobPublic:
-        """Check the job against the limits and its data, then queue it as ``caller``'s."""
+    def submit(self, spec: JobSpec, caller: Principal = ADMIN,
+               quota: Callable[[], None] = lambda: None) -> JobPublic:
+        """Check the job against the limits and its data, then queue it as ``caller``'s.
+        ``quota`` (the caller's quotas, raising when over one) runs with the insert under
+        one lock: two submissions at one instant cannot pass a quota together."""
         self.check(spec, owner=None if caller.admin else caller.name)
-        job = self.store.create(f"job_{uuid.uuid4().hex[:16]}", spec, caller.name)
+        with self._submitting:
+            quota()
+            job = self.store.create(f"job_{uuid.uuid4().hex[:16]}", spec, caller.name)
         log.info("queued: %s, %s worker(s), all-reduce %s", spec.name, _workers(spec),
                  spec.allreduce, extra={"event": "submitted", "job": job.id})
         with self._lock:
@@ -450,6 +456,7 @@ class Scheduler:
             with self._lock:  # an interrupted job's state in memory, else its checkpoint
                 resume = self._resume.pop(job_id, None)
             resume = resume or self._resume_point(self.settings.checkpoint_dir(job_id))
+            hooks.latest = resume  # stopped again before a chunk: resumed from here again
             result = self.runner.run_job(spec, hooks, resume)
             self._writer.flush()  # every point is recorded, or the job fails
             if job_id in self._lost:

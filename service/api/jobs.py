@@ -3,6 +3,7 @@ models and predictions. Following a job live is :mod:`service.api.events`."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Literal
 
 import numpy as np
@@ -55,8 +56,7 @@ def submit_job(spec: JobSpec, scheduler: SchedulerDep, store: StoreDep, caller: 
     one of the user's quotas: a 429 naming it."""
     user = accounts.get(caller.name)
     quotas.check_priority(caller, user, spec)
-    quotas.check_job(user, store, spec)
-    job = scheduler.submit(spec, caller)
+    job = scheduler.submit(spec, caller, functools.partial(quotas.check_job, user, store, spec))
     audit.record(caller.name, "submit", job.id)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
