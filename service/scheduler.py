@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from common.checkpoint import TrainingState, latest_checkpoint, list_checkpoints, save_checkpoint
-from common.data import check_spec_matches_data, describe_dataset
 from common.errors import FieldError
 from common.records import StepRecord
 from common.schemas import (
@@ -37,16 +36,14 @@ from common.schemas import (
     JobState,
     PreemptionInfo,
     Priority,
-    SyntheticSpec,
 )
-from service import queue_policy, runner
+from service import admission, queue_policy, runner
 from service.accounts import ADMIN, Principal
 from service.config import Settings
 from service.datasets import DatasetCatalog
-from service.errors import ResumeError, StateConflictError, SubmissionError
+from service.errors import ResumeError, StateConflictError
 from service.job_hooks import JobHooks, StoreWriter
 from service.store import QueuedJob, SqliteJobStore
-from service.tracking.mlflow_runs import check_mlflow_available
 
 log = logging.getLogger("syncsgd.scheduler")
 
@@ -173,53 +170,11 @@ class Scheduler:
 
     def check(self, spec: JobSpec, *, runs_epochs: bool = True, owner: str | None = None
               ) -> None:
-        """Raise a :class:`common.errors.FieldError` naming what keeps ``spec`` from running.
-        ``runs_epochs=False``: it runs a bounded number of steps (``/verify``), not
-        ``spec.epochs``, so the epochs x samples limit does not apply. ``owner``: a user
-        who may train on its own datasets only (None: on any)."""
-        s = self.settings
-        most = "workers.max" if spec.elastic else "workers"
-        if spec.max_workers > s.max_workers_per_job:
-            raise SubmissionError(most, f"{spec.max_workers} is over the limit of "
-                                  f"{s.max_workers_per_job} (SYNCSGD_MAX_WORKERS_PER_JOB)")
-        need = spec.max_workers * spec.cpus_per_worker
-        # While Ray is down its CPUs read 0: the job is queued, and checked when it starts.
-        if self.outage is None and need > (total := self.cluster_cpus()):
-            raise SubmissionError(most, f"{spec.max_workers} x {spec.cpus_per_worker} CPU "
-                                  f"asked, the cluster has {total:g} CPUs")
-        if spec.model.num_parameters > s.max_parameters:
-            raise SubmissionError("model", f"{spec.model.num_parameters} parameters is over the "
-                                  f"limit of {s.max_parameters} (SYNCSGD_MAX_PARAMETERS)")
-        memory = spec.worker_memory_bytes()
-        if memory > s.max_worker_memory_bytes:
-            raise SubmissionError("batch_size", f"each rank's arrays (its batch of the "
-                                  f"activations, parameters and optimizer state) take "
-                                  f"{memory} bytes, over the limit of "
-                                  f"{s.max_worker_memory_bytes} "
-                                  "(SYNCSGD_MAX_WORKER_MEMORY_BYTES); use a smaller "
-                                  "batch_size or more workers")
-        if spec.tracking.mlflow is not None:
-            check_mlflow_available(s)
-        self.catalog.check_usable(spec.data.dataset, owner)
-        info = describe_dataset(spec.data, seed=spec.seed, datasets_dir=s.datasets_path)
-        check_spec_matches_data(spec, info)
-        self._check_generated_size(spec)
-        if runs_epochs and spec.epochs * info.n_train > s.max_epoch_samples:
-            raise SubmissionError("epochs", f"{spec.epochs} x {info.n_train} samples is over the "
-                                  f"limit of {s.max_epoch_samples} (SYNCSGD_MAX_EPOCH_SAMPLES)")
-
-    def _check_generated_size(self, spec: JobSpec) -> None:
-        """A synthetic dataset is written to disk before its job runs: within the quota."""
-        if spec.data.dataset != "synthetic":
-            return
-        syn = spec.data.synthetic or SyntheticSpec()
-        size = syn.samples * (syn.features + syn.outputs) * 8
-        used, quota = self.catalog.used_bytes(), self.settings.datasets_quota_bytes
-        if used + size > quota:
-            raise SubmissionError("data.synthetic", f"{syn.samples} samples x "
-                                  f"{syn.features + syn.outputs} values take up to {size} "
-                                  f"bytes; {quota - used} are left of "
-                                  "SYNCSGD_DATASETS_QUOTA_BYTES")
+        """Raise a :class:`common.errors.FieldError` naming what keeps ``spec`` from running
+        (:func:`service.admission.check`); while Ray is lost, without the CPU check."""
+        admission.check(spec, self.settings, self.catalog,
+                        None if self.outage is not None else self.cluster_cpus(),
+                        runs_epochs=runs_epochs, owner=owner)
 
     def cancel(self, job_id: str) -> JobPublic:
         with self._lock:

@@ -4,8 +4,9 @@ may grow, and the record of each change.
 The global batch is the same at every size, so a resize changes nothing in the training
 (no bit in deterministic mode): a group is rebuilt, from the state at a chunk's end,
 larger when the driver's hooks grant more ranks, smaller when they ask for CPUs back or
-when a failed group cannot be replaced whole within ``GroupOptions.elastic_wait_s``, down
-to ``min``; below that the job goes back to the queue (:class:`worker.errors.BelowMinimumError`).
+when a failed group cannot be replaced whole within ``GroupOptions.elastic_wait_s``,
+down to ``min``; below that the job goes back to the queue
+(:class:`worker.errors.BelowMinimumError`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class World:
 
     def floor(self, spec: JobSpec) -> int:
         """The least the next group may have: a group grown from ``current`` never comes
-        out smaller than it; a fresh one after a failure may, down to ``min``."""
+        out smaller than it, nor a shrunk one than the size asked; a fresh one after a
+        failure may, down to ``min``."""
         if self.cause == SHRUNK:
             return self.size
         return self.current if self.cause == GROWN and self.current else spec.min_workers
