@@ -151,11 +151,12 @@ def list_jobs(ctx: typer.Context, state: str | None = None,
               limit: Annotated[int, typer.Option(min=1, max=500)] = 20) -> None:
     """The newest jobs."""
     page = _api(ctx.obj.client().jobs, state, limit)
-    table = Table("id", "name", "state", "step", "loss", "val acc", "created")
+    table = Table("id", "name", "owner", "priority", "state", "step", "loss", "val acc",
+                  "created")
     for job in page.items:
-        table.add_row(job.id, job.name, job.state.value, f"{job.step}/{job.total_steps or '?'}",
-                      _fmt(job.loss), _fmt(job.val_accuracy),
-                      job.created_at.isoformat(sep=" ")[:19])
+        table.add_row(job.id, job.name, job.owner or "", job.spec.priority, job.state.value,
+                      f"{job.step}/{job.total_steps or '?'}", _fmt(job.loss),
+                      _fmt(job.val_accuracy), job.created_at.isoformat(sep=" ")[:19])
     console.print(table)
     console.print(f"{len(page.items)} of {page.total} jobs")
 

@@ -104,23 +104,29 @@ AuditDep = Annotated[AuditLog, Depends(get_audit)]
 MAX_INDEX = 10**15
 
 
-def get_job(job_id: str, store: StoreDep, request: Request, settings: SettingsDep,
-            accounts: AccountsDep) -> JobPublic:
+def get_caller(request: Request, settings: SettingsDep, accounts: AccountsDep
+               ) -> Principal | None:
+    """Who makes the request (:func:`identify`). A dependency, so that FastAPI asks it
+    once per request: the route's auth and the owner check of its id share the answer."""
+    return identify(settings, accounts, _bearer(request))
+
+
+Caller = Annotated[Principal | None, Depends(get_caller)]
+
+
+def get_job(job_id: str, store: StoreDep, caller: Caller) -> JobPublic:
     """The job of the path: 404 when there is none, or when it is another user's (so that
     ids do not leak). A request without a principal is the route's auth's to refuse (an
     event stream's ticket was issued for this job to one who could read it)."""
     job = store.get(job_id)
-    caller = identify(settings, accounts, _bearer(request))
     if caller is not None and not caller.sees(job.owner):
         raise JobNotFoundError(job_id)
     return job
 
 
-def get_dataset(dataset_id: str, store: StoreDep, request: Request, settings: SettingsDep,
-                accounts: AccountsDep) -> DatasetPublic:
+def get_dataset(dataset_id: str, store: StoreDep, caller: Caller) -> DatasetPublic:
     """The dataset of the path: 404 when there is none, or when it is another user's."""
     dataset = store.get_dataset(dataset_id)
-    caller = identify(settings, accounts, _bearer(request))
     if caller is not None and not caller.sees(dataset.owner):
         raise DatasetNotFoundError(dataset_id)
     return dataset
@@ -166,14 +172,7 @@ def reads_need_token(settings: Settings, accounts: Accounts) -> bool:
     return settings.reads_need_token or accounts.exist()
 
 
-def authorized(settings: Settings, accounts: Accounts,
-               credentials: HTTPAuthorizationCredentials | None) -> Principal | None:
-    return identify(settings, accounts, credentials.credentials if credentials else None)
-
-
-def _check(settings: Settings, accounts: Accounts,
-           credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    caller = authorized(settings, accounts, credentials)
+def _check(caller: Principal | None) -> Principal:
     if caller is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                             "missing or wrong token: send 'Authorization: Bearer <token>'",
@@ -181,19 +180,22 @@ def _check(settings: Settings, accounts: Accounts,
     return caller
 
 
-def require_token(settings: SettingsDep, accounts: AccountsDep,
-                  credentials: WriteCredentials) -> Principal:
+# ``credentials`` below are read through ``Caller``; they are parameters for the OpenAPI
+# document, whose security schemes are named by them (service.api.openapi).
+
+
+def require_token(caller: Caller, credentials: WriteCredentials) -> Principal:
     """For every request that changes something: who makes it."""
-    return _check(settings, accounts, credentials)
+    return _check(caller)
 
 
-def require_read_token(settings: SettingsDep, accounts: AccountsDep,
+def require_read_token(settings: SettingsDep, accounts: AccountsDep, caller: Caller,
                        credentials: ReadCredentials) -> Principal:
     """For reads: the token when ``SYNCSGD_AUTH_READS`` is set, the service listens beyond
     loopback, or there are accounts. Who reads (the admin on an open service)."""
     if reads_need_token(settings, accounts):
-        return _check(settings, accounts, credentials)
-    return authorized(settings, accounts, credentials) or ADMIN
+        return _check(caller)
+    return caller or ADMIN
 
 
 def require_admin_read(caller: Annotated[Principal, Depends(require_read_token)]) -> None:
@@ -210,9 +212,9 @@ Reader = Annotated[Principal, Depends(require_read_token)]
 
 
 def require_ticket_or_read_token(job_id: str, settings: SettingsDep, accounts: AccountsDep,
-                                 credentials: ReadCredentials,
+                                 caller: Caller, credentials: ReadCredentials,
                                  tickets: TicketsDep,
                                  ticket: Annotated[str | None, Depends(_ticket)]) -> None:
     """For an event stream: the token, or a ticket for this job (:mod:`service.tickets`)."""
     if reads_need_token(settings, accounts) and not (ticket and tickets.admits(ticket, job_id)):
-        _check(settings, accounts, credentials)
+        _check(caller)

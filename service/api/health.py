@@ -7,13 +7,13 @@ from fastapi import APIRouter, Response, status
 from common.schemas import Health
 from service.api.deps import (
     AccountsDep,
+    Caller,
     Credentials,
     HubDep,
     SchedulerDep,
     SettingsDep,
     StoreDep,
     SupervisorDep,
-    authorized,
     reads_need_token,
 )
 
@@ -24,8 +24,8 @@ router = APIRouter(tags=["health"])
     "model": Health, "description": "degraded: Ray was lost and is being brought back (the "
     "running jobs are requeued), or the queue cannot start jobs"}})
 def healthz(store: StoreDep, scheduler: SchedulerDep, supervisor: SupervisorDep, hub: HubDep,
-            settings: SettingsDep, accounts: AccountsDep, credentials: Credentials,
-            response: Response) -> Health:
+            settings: SettingsDep, accounts: AccountsDep, caller: Caller,
+            credentials: Credentials, response: Response) -> Health:
     """Liveness, and the CPUs the service has (as its Ray supervisor last saw them, so this
     never waits on a Ray that does not answer); public, so that a load balancer or compose
     can ask it. Job ids and counts only with the token where reads need one; a user's
@@ -35,7 +35,6 @@ def healthz(store: StoreDep, scheduler: SchedulerDep, supervisor: SupervisorDep,
     if (problem := supervisor.outage or scheduler.problem) is not None:
         health.status, health.problem = "degraded", problem
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    caller = authorized(settings, accounts, credentials)
     if caller is None and reads_need_token(settings, accounts):
         return health
     owner = None if caller is None or caller.admin else caller.name
