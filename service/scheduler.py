@@ -466,6 +466,10 @@ class Scheduler:
             info = PreemptionInfo(at=datetime.now(UTC), step=latest.step if latest else 0,
                                   by=by, by_priority=priority)
             self._writer.put(lambda: self.store.add_preemption(job_id, info), job_id)
+            if latest is not None:  # on disk too: a service that dies meanwhile replays none
+                self._writer.put(functools.partial(
+                    save_checkpoint, self.settings.checkpoint_dir(job_id), latest,
+                    keep=self.settings.keep_checkpoints), job_id)
 
     def _ended(self, job_id: str, running: _Running, exc: Exception) -> None:
         """The job stopped with ``exc``: cancelled, requeued by a stopping service, or

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,9 +37,13 @@ SHORT = {**ELASTIC, "name": "short", "workers": 1, "max_steps": 100}
 
 
 @pytest.fixture(scope="module")
-def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, httpx.Client]]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("priorities") / "data"
+
+
+@pytest.fixture(scope="module")
+def clients(data_dir: Path) -> Iterator[dict[str, httpx.Client]]:
     """A client per user of one service: a and b may not use priority high, c may."""
-    data_dir = tmp_path_factory.mktemp("priorities") / "data"
     data_dir.mkdir()
     tokens = {"a": users(data_dir, "add", "a"), "b": users(data_dir, "add", "b"),
               "c": users(data_dir, "add", "c", "--may-use-high")}
@@ -74,8 +79,14 @@ def succeeded(http: httpx.Client, job_id: str) -> dict[str, Any]:
     return job
 
 
+def newest_checkpoint(data_dir: Path, job_id: str) -> int | None:
+    steps = [int(path.stem.split("-")[1])
+             for path in (data_dir / "checkpoints" / job_id).glob("step-*.npz")]
+    return max(steps, default=None)
+
+
 def test_a_high_job_preempts_a_low_one_which_resumes_to_the_same_bits(
-        clients: dict[str, httpx.Client], reference: str) -> None:
+        clients: dict[str, httpx.Client], reference: str, data_dir: Path) -> None:
     a, b, c = clients["a"], clients["b"], clients["c"]
     refused = a.post("/jobs", json={**SHORT, "priority": "high"})
     assert refused.status_code == 422, refused.text
@@ -101,6 +112,12 @@ def test_a_high_job_preempts_a_low_one_which_resumes_to_the_same_bits(
     high = c.post("/jobs", json={**SHORT, "workers": 2, "priority": "high"}).json()["id"]
     waiting = wait_job(b, low, {"queued"}, timeout_s=60)
     assert waiting["waiting"] == f"preempted by {high} (priority high)"
+    # Its state at the preemption is on disk too (its spec checkpoints every 200 steps):
+    # a service that died now would resume it from there.
+    stopped_at = wait_for(lambda: b.get(f"/jobs/{low}").json()["preemptions"], 30,
+                          "the preemption on the record")[0]["step"]
+    assert wait_for(lambda: newest_checkpoint(data_dir, low), 30,
+                    "the preemption's checkpoint") == stopped_at
 
     high_job = succeeded(c, high)
     job = succeeded(b, low)
