@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from common.nn import SGD, Adam, make_optimizer
+from common.nn.optim import BLOCK
 from common.schemas import OptimizerSpec
 
 P0 = [1.0, -2.0, 0.5]
@@ -104,3 +105,47 @@ def test_state_round_trips_and_float32_stays_float32() -> None:
     a.step(p_a, np.array(GRADS[1], dtype=np.float32), 0.01)
     b.step(p_b, np.array(GRADS[1], dtype=np.float32), 0.01)
     assert p_a.tobytes() == p_b.tobytes()
+
+
+def whole_array_sgd(params: np.ndarray, velocity: np.ndarray, g: np.ndarray, lr: float,
+                    mu: float, wd: float) -> None:
+    """SGD with momentum and L2 as single passes over the whole arrays: the reference the
+    block-by-block update must equal bit for bit."""
+    g = g + wd * params
+    velocity *= mu
+    velocity += g
+    params -= velocity * lr
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_blocked_update_is_bitwise_the_whole_array_update(dtype: str) -> None:
+    """Sizes that end mid-block and on a block edge: every block, the last partial one
+    too, is updated, with its own slice of the state."""
+    rng = np.random.default_rng(0)
+    for size in (2 * BLOCK + 7, BLOCK):
+        sgd = SGD(size, np.dtype(dtype), momentum=0.9, weight_decay=0.01)
+        params = rng.standard_normal(size).astype(dtype)
+        expected, velocity = params.copy(), np.zeros(size, dtype=dtype)
+        for _ in range(3):
+            g = rng.standard_normal(size).astype(dtype)
+            sgd.step(params, g, 0.05)
+            whole_array_sgd(expected, velocity, g, 0.05, 0.9, 0.01)
+        assert params.tobytes() == expected.tobytes()
+        assert sgd.velocity.tobytes() == velocity.tobytes()
+
+
+def test_blocked_adam_is_bitwise_the_same_update_in_one_block() -> None:
+    """Adam over 2.5 blocks at once equals Adam run on each block's slice on its own."""
+    rng = np.random.default_rng(1)
+    size = 5 * BLOCK // 2
+    whole = Adam(size, np.dtype("float32"), weight_decay=0.01)
+    parts = [(lo, min(lo + BLOCK, size)) for lo in range(0, size, BLOCK)]
+    pieces = [Adam(hi - lo, np.dtype("float32"), weight_decay=0.01) for lo, hi in parts]
+    params = rng.standard_normal(size).astype(np.float32)
+    sliced = params.copy()
+    for _ in range(3):
+        g = rng.standard_normal(size).astype(np.float32)
+        whole.step(params, g, 0.01)
+        for (lo, hi), piece in zip(parts, pieces, strict=True):
+            piece.step(sliced[lo:hi], g[lo:hi], 0.01)
+    assert params.tobytes() == sliced.tobytes()
