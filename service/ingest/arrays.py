@@ -30,10 +30,10 @@ def read_npy_header(stream: IO[bytes], name: str) -> tuple[tuple[int, ...], np.d
     return tuple(shape), dtype
 
 
-def _rows_of(stream: IO[bytes], shape: tuple[int, ...], dtype: np.dtype[Any]
+def _rows_of(stream: IO[bytes], shape: tuple[int, ...], dtype: np.dtype[Any], step: int
              ) -> Iterator[Array]:
+    """The array in ``stream`` (its header read), ``step`` rows at a time."""
     width = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-    step = rows_per_batch(width)
     for lo in range(0, shape[0], step):
         n = min(step, shape[0] - lo)
         data = stream.read(n * width * dtype.itemsize)
@@ -103,8 +103,10 @@ class NpzSource(_ArrayPair):
         with self.zip.open("x.npy") as xs, self.zip.open("y.npy") as ys:
             read_npy_header(xs, "x")
             read_npy_header(ys, "y")
-            yield from self._pairs(_rows_of(xs, self.x_shape, self.x_dtype),
-                                   _rows_of(ys, self.y_shape, self.y_dtype))
+            # both in x's batches: x and y rows are paired batch by batch
+            step = rows_per_batch(self.x_shape[1])
+            yield from self._pairs(_rows_of(xs, self.x_shape, self.x_dtype, step),
+                                   _rows_of(ys, self.y_shape, self.y_dtype, step))
 
 
 class NpySource(_ArrayPair):

@@ -17,6 +17,7 @@ import pytest
 from common.dataset_files import StoredDataset, open_layout
 from service.errors import QuotaExceededError
 from service.ingest import IngestError, ingest, open_source
+from service.ingest.columns import rows_per_batch
 from tests.helpers import npz, npz_bomb
 
 
@@ -118,6 +119,18 @@ def test_an_npz_is_checked_from_its_headers_before_it_is_read(tmp_path: Path) ->
     with pytest.raises(QuotaExceededError, match="100000000 rows take 4800000000 bytes"):
         ingest(source, tmp_path / "bomb", name="b", task="classification", x_dtype="float32",
                content_hash="", source_info=None, byte_budget=10 << 20)
+
+
+def test_an_npz_of_many_batches_pairs_every_x_row_with_its_label(tmp_path: Path) -> None:
+    """x and y are read in batches of rows; with 100 features x's batches are shorter than
+    y's would be on their own, and the rows must still pair up."""
+    rows = 3 * rows_per_batch(100) + 5
+    x = np.random.default_rng(0).standard_normal((rows, 100)).astype(np.float32)
+    y = np.arange(rows) % 7
+    data = ingested(tmp_path, npz(x=x, y=y), "npz")
+    assert data.meta.rows == rows
+    np.testing.assert_array_equal(data.x, x)
+    np.testing.assert_array_equal(data.y, y)
 
 
 @pytest.mark.parametrize(("arrays", "message"), [
