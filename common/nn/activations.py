@@ -109,10 +109,10 @@ class Softmax(Activation):
     def forward(self, z: Array, out: Array) -> None:
         n = z.shape[0]
         lse = self.log_normalizer[:n]
-        np.max(z, axis=1, out=lse)
+        np.maximum.reduce(z, axis=1, out=lse)  # np.max and np.sum, without their wrappers
         np.subtract(z, lse[:, None], out=out)
         np.exp(out, out=out)
-        row_sum = np.sum(out, axis=1, out=self._row_sum[:n])
+        row_sum = np.add.reduce(out, axis=1, out=self._row_sum[:n])
         out /= row_sum[:, None]
         np.log(row_sum, out=row_sum)
         lse += row_sum  # log sum exp(z) = max + log sum exp(z - max)
