@@ -327,10 +327,10 @@ class FixedPointReduction:
                                             dropout=dropout)
         if not math.isfinite(scaled_loss):
             raise DivergedError(f"diverged at step {step} (loss={scaled_loss / SCALE})")
-        np.trunc(grads, out=grads)
-        if first:  # the first goes straight in: a pass less than zeroing, then adding
-            np.copyto(acc, grads)
+        if first:  # the first goes straight in, truncated on the way: one pass
+            np.trunc(grads, out=acc)
         else:
+            np.trunc(grads, out=grads)
             np.add(acc, grads, out=acc)  # exact: whole numbers below 2**53
         return math.trunc(scaled_loss)
 
