@@ -140,9 +140,7 @@ class Scheduler:
         with self._lock:
             states, self._resume = self._resume, {}
         for job_id, state in states.items():
-            self._writer.put(functools.partial(
-                save_checkpoint, self.settings.checkpoint_dir(job_id), state,
-                keep=self.settings.keep_checkpoints), job_id)
+            self._checkpoint_later(job_id, state)
         self._writer.flush()
         self._writer.stop()
 
@@ -454,6 +452,14 @@ class Scheduler:
         """The job's driver raised ``exc``: it ended (cancelled, failed, or the service
         stops), or it was interrupted (Ray lost, preempted) and goes back to the queue to
         resume from ``latest``, its state at its newest chunk's end."""
+        if (running.interrupted is None and not isinstance(exc, runner.JobCancelledError)
+                and (problem := self._ray_problem()) is not None):
+            # Ray died under the job before the supervisor looked: the job did not fail,
+            # it is interrupted as the supervisor will interrupt the others; and nothing
+            # starts on the lost Ray meanwhile (the supervisor ends the outage).
+            with self._lock:
+                self.outage = self.outage or problem
+            running.interrupted, running.preempted_by = problem, None
         if running.interrupted is None or running.by_user:
             self._ended(job_id, running, exc)
         elif running.preempted_by is None:
@@ -467,9 +473,21 @@ class Scheduler:
                                   by=by, by_priority=priority)
             self._writer.put(lambda: self.store.add_preemption(job_id, info), job_id)
             if latest is not None:  # on disk too: a service that dies meanwhile replays none
-                self._writer.put(functools.partial(
-                    save_checkpoint, self.settings.checkpoint_dir(job_id), latest,
-                    keep=self.settings.keep_checkpoints), job_id)
+                self._checkpoint_later(job_id, latest)
+
+    def _ray_problem(self) -> str | None:
+        """Why jobs cannot run now, as the supervisor would find it (a failed check too)."""
+        try:
+            return self.runner.problem()
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    def _checkpoint_later(self, job_id: str, state: TrainingState) -> None:
+        """Write ``state`` as the job's newest checkpoint, through the store's writer: after
+        the job's records already queued, before what is queued next."""
+        self._writer.put(functools.partial(
+            save_checkpoint, self.settings.checkpoint_dir(job_id), state,
+            keep=self.settings.keep_checkpoints), job_id)
 
     def _ended(self, job_id: str, running: _Running, exc: Exception) -> None:
         """The job stopped with ``exc``: cancelled, requeued by a stopping service, or

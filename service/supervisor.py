@@ -90,6 +90,8 @@ class Supervisor:
                 problem = f"{type(exc).__name__}: {exc}"
             if problem is None:
                 self.cpus = self.runner.cluster_cpus()
+                if self.scheduler.outage is not None:  # a job saw Ray fail, and it passed
+                    self.scheduler.resume()
             else:
                 self._recover(problem)
 

@@ -133,9 +133,13 @@ def test_faults_need_the_setting_and_a_live_job(drills: Server, tmp_path: Path) 
 
 def running_job(data_dir: Path, past_step: int, **changes: Any) -> tuple[Server, str]:
     """A fresh service on ``data_dir`` and a job of ``SPEC`` with ``changes`` on it, past
-    ``past_step``."""
-    server = start_server(data_dir)
+    ``past_step``. A drill slows rank 0 by 50 ms a step (no bit changes), so the job is
+    still running when the test stops the service, however fast the machine: at full
+    speed its 110 steps take about a second."""
+    server = start_server(data_dir, fault_injection="true")
     job_id = httpx.post(f"{server.url}/jobs", json={**SPEC, **changes}).json()["id"]
+    slow = {"rank": 0, "step": 2, "action": "slow", "seconds": 0.05}
+    assert httpx.post(f"{server.url}/jobs/{job_id}/faults", json=slow).status_code == 202
     wait_for(lambda: httpx.get(f"{server.url}/jobs/{job_id}").json()["step"] >= past_step,
              120, f"progress past step {past_step}", 0.05)
     return server, job_id
