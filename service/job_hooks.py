@@ -94,11 +94,13 @@ class JobHooks(runner.TrainingHooks):
                  observe_records: Callable[[list[StepRecord]], None],
                  grant: Callable[[int | None], int] | None = None,
                  placed: Callable[[int], None] = lambda size: None,
-                 shrink: Callable[[int], int] = lambda current: current):
+                 shrink: Callable[[int], int] = lambda current: current,
+                 shrink_cause: Callable[[], str] = lambda: runner.SHRUNK):
         self.job_id, self.store, self.settings = job_id, store, settings
         self._writer = writer
         self._cancel, self._faults, self._observe_records = cancel, faults, observe_records
         self._grant, self._on_placed, self._shrink = grant, placed, shrink
+        self._shrink_cause = shrink_cause
         self._keep: Callable[[StepRecord], bool] | None = None  # all points, until started
         #: The state at the newest chunk's end: what an interrupted job resumes from.
         self.latest: TrainingState | None = None
@@ -148,6 +150,9 @@ class JobHooks(runner.TrainingHooks):
 
     def shrink_to(self, spec: JobSpec, current: int) -> int:
         return self._shrink(current)
+
+    def shrink_cause(self) -> str:
+        return self._shrink_cause()
 
     def resized(self, resize: runner.Resize) -> None:
         info = ResizeInfo(at=datetime.fromtimestamp(resize.at, UTC), step=resize.step,

@@ -41,7 +41,7 @@ from worker.driver import (
     TrainingResult,
     train,
 )
-from worker.elastic import Resize
+from worker.elastic import SHRUNK, Resize
 from worker.errors import BelowMinimumError, GroupError, JobCancelledError, RankFailedError
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
@@ -54,10 +54,10 @@ Array = npt.NDArray[Any]
 #: Waits between tries to join a cluster whose head does not answer, the last repeated.
 CONNECT_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
-__all__ = ["Array", "BelowMinimumError", "Fault", "FaultPlan", "GroupError", "InProcessRunner",
-           "JobCancelledError", "ProcessRestartNeededError", "RankFailedError", "RankInfo",
-           "RayRunner", "Resize", "Restart", "Runner", "Straggler", "TrainingHooks",
-           "TrainingResult", "save_model"]
+__all__ = ["SHRUNK", "Array", "BelowMinimumError", "Fault", "FaultPlan", "GroupError",
+           "InProcessRunner", "JobCancelledError", "ProcessRestartNeededError",
+           "RankFailedError", "RankInfo", "RayRunner", "Resize", "Restart", "Runner",
+           "Straggler", "TrainingHooks", "TrainingResult", "save_model"]
 
 
 class ProcessRestartNeededError(RuntimeError):

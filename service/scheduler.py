@@ -62,6 +62,7 @@ class _Running:
     min_workers: int = 1
     started: int = 0  # the order the jobs started in
     shrink_to: int | None = None  # asked to give back CPUs: the size to shrink to
+    shrink_cause: str = ""  # and for which job
     preempted_by: tuple[str, Priority] | None = None  # (job id, its priority) that stops it
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -356,6 +357,8 @@ class Scheduler:
         for job_id in plan.shrink if plan else ():
             victim = self._running[job_id]
             victim.shrink_to = victim.min_workers
+            victim.shrink_cause = (f"the service took CPUs back for {pick.id} "
+                                   f"(priority {spec.priority})")
             log.info("shrinking to %d worker(s) for %s (priority %s)", victim.min_workers,
                      pick.id, spec.priority, extra={"event": "preempting", "job": job_id})
         for job_id in plan.stop if plan else ():
@@ -402,6 +405,7 @@ class Scheduler:
                          faults, self._observe_records,
                          grant=functools.partial(self._grant, running, spec),
                          shrink=functools.partial(self._shrink, running),
+                         shrink_cause=lambda: running.shrink_cause or runner.SHRUNK,
                          placed=(functools.partial(self._placed, running) if spec.elastic
                                   else lambda size: None))
         running.hooks = hooks

@@ -29,7 +29,7 @@ from common.data import Dataset, check_spec_matches_data
 from common.preprocessing import Preprocessing
 from common.records import ChunkResult, EarlyStopReport, StepRecord
 from common.schemas import JobSpec
-from worker.elastic import Resize, World, make_group_of
+from worker.elastic import SHRUNK, Resize, World, make_group_of
 from worker.errors import GroupError, JobCancelledError, RestartsExhaustedError
 from worker.faults import Fault, FaultPlan
 from worker.group import GroupOptions, RankInfo, WorkerGroup
@@ -118,6 +118,10 @@ class TrainingHooks:
         """Asked of an elastic job between chunks: an answer under ``current`` shrinks the
         group (down to ``min``), to give CPUs back. Default: ``current``."""
         return current
+
+    def shrink_cause(self) -> str:
+        """Why :meth:`shrink_to` asked for CPUs back, for the resize's record."""
+        return SHRUNK
 
     def resized(self, resize: Resize) -> None:
         """An elastic job now runs at another world size (grown, or shrunk after a loss or
@@ -273,7 +277,7 @@ def train(spec: JobSpec, data: Dataset, options: GroupOptions,
                                  world.grow_after, split)
             split = None
             if isinstance(outcome, int):  # resize: the same state, on more or fewer ranks
-                world.resize(outcome)
+                world.resize(outcome, hooks.shrink_cause())
                 continue
             return dataclasses.replace(outcome, restarts=restarts,
                                        preprocessing=data.preprocessing)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 #: during this many elastic waits (a lost node's CPUs count until Ray declares it dead).
 GROW_BACKOFF = 6.0
 GROWN = "CPUs came free"  # the cause of a growth
-SHRUNK = "the service took CPUs back for a job of higher priority"  # of a shrink when asked
+SHRUNK = "asked to give CPUs back"  # of a shrink the hooks asked for, unless they say why
 
 
 @dataclass(frozen=True)
@@ -56,22 +56,26 @@ class World:
     cause: str = ""
     since: float = 0.0  # time.monotonic() when the group before the next one ended
     grow_after: float = 0.0  # time.monotonic() before which no growth is asked for
+    shrunk: bool = False  # the next group is smaller because the hooks asked for CPUs back
 
     def floor(self, spec: JobSpec) -> int:
         """The least the next group may have: a group grown from ``current`` never comes
         out smaller than it, nor a shrunk one than the size asked; a fresh one after a
         failure may, down to ``min``."""
-        if self.cause == SHRUNK:
+        if self.shrunk:
             return self.size
         return self.current if self.cause == GROWN and self.current else spec.min_workers
 
-    def resize(self, size: int) -> None:
-        """Grow to ``size`` ranks granted, or shrink to ``size`` as asked."""
+    def resize(self, size: int, shrink_cause: str = SHRUNK) -> None:
+        """Grow to ``size`` ranks granted, or shrink to ``size`` as asked (why:
+        ``shrink_cause``)."""
         grown = self.current is None or size > self.current
-        self.cause, self.since, self.size = GROWN if grown else SHRUNK, time.monotonic(), size
+        self.shrunk = not grown
+        self.cause, self.since, self.size = (GROWN if grown else shrink_cause,
+                                             time.monotonic(), size)
 
     def failed(self, cause: str) -> None:
-        self.cause, self.since = cause, time.monotonic()
+        self.cause, self.since, self.shrunk = cause, time.monotonic(), False
 
     def placed(self, made: int, step: int, options: GroupOptions,
                resized: Callable[[Resize], None]) -> None:
@@ -84,7 +88,7 @@ class World:
             resized(Resize(time.time(), step, self.current, made, cause,
                                  time.monotonic() - self.since))
         self.current = self.size = made
-        self.cause = ""
+        self.cause, self.shrunk = "", False
 
 
 def make_group_of(make_group: GroupFactory, spec: JobSpec, data: Dataset,

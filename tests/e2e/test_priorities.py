@@ -150,7 +150,7 @@ def test_a_low_elastic_job_shrinks_to_its_min_instead_of_stopping(
     assert job["preemptions"] == []
     shrink, *later = job["resize_log"]
     assert (shrink["from_workers"], shrink["to_workers"]) == (2, 1)
-    assert shrink["cause"] == "the service took CPUs back for a job of higher priority"
+    assert shrink["cause"] == f"the service took CPUs back for {normal} (priority normal)"
     assert shrink["step"] % CHUNK == 0
     assert when(shrink["at"]) <= when(normal_job["started_at"])
     assert all(r["cause"] == "CPUs came free" and r["to_workers"] == 2 for r in later)
@@ -176,11 +176,12 @@ def test_a_user_s_one_job_starts_before_another_s_queued_six(
     wait_for(lambda: sum(a.get(f"/jobs/{j}").json()["step"] > 0 for j in mine) >= 2, 60,
              "two of A's jobs training on both CPUs")
     theirs = b.post("/jobs", json={**one, "name": "b"}).json()["id"]
-    later = [j for j in mine if a.get(f"/jobs/{j}").json()["state"] == "queued"]
-    assert len(later) >= 3
 
     started = {j: when(succeeded(a, j)["started_at"]) for j in mine}
     b_started = when(succeeded(b, theirs)["started_at"])
-    assert all(b_started < started[j] for j in later), (b_started, started)
+    # Before B's job: the two of A's running when it came, and at most one more that the
+    # scheduler had picked as it was submitted. Never the other three, queued before it.
+    before_b = [j for j in mine if started[j] < b_started]
+    assert 2 <= len(before_b) <= 3, (b_started, started)
     # A's own jobs kept their order.
     assert [started[j] for j in mine] == sorted(started.values())
