@@ -57,7 +57,7 @@ CONNECT_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 __all__ = ["SHRUNK", "Array", "BelowMinimumError", "Fault", "FaultPlan", "GroupError",
            "InProcessRunner", "JobCancelledError", "ProcessRestartNeededError",
            "RankFailedError", "RankInfo", "RayRunner", "Resize", "Restart", "Runner",
-           "Straggler", "TrainingHooks", "TrainingResult", "save_model"]
+           "Straggler", "TrainingHooks", "TrainingResult", "ray_problem", "save_model"]
 
 
 class ProcessRestartNeededError(RuntimeError):
@@ -101,6 +101,16 @@ class Runner(Protocol):
     def verify(self, request: VerifyRequest) -> VerifyReport:
         """Train the spec for a few steps with 1 and with N workers; compare the weights."""
         ...
+
+
+def ray_problem(jobs_runner: Runner) -> str | None:
+    """``jobs_runner.problem()``, where a check that itself fails is the answer: why jobs
+    cannot run now, or None. The supervisor asks it every interval, the scheduler when a
+    job's driver fails."""
+    try:
+        return jobs_runner.problem()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 class _DriverRunner:

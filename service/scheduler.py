@@ -62,7 +62,7 @@ class _Running:
     min_workers: int = 1
     started: int = 0  # the order the jobs started in
     shrink_to: int | None = None  # asked to give back CPUs: the size to shrink to
-    shrink_cause: str = ""  # and for which job
+    shrink_cause: str = runner.SHRUNK  # and why (for which job)
     preempted_by: tuple[str, Priority] | None = None  # (job id, its priority) that stops it
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -405,7 +405,7 @@ class Scheduler:
                          faults, self._observe_records,
                          grant=functools.partial(self._grant, running, spec),
                          shrink=functools.partial(self._shrink, running),
-                         shrink_cause=lambda: running.shrink_cause or runner.SHRUNK,
+                         shrink_cause=lambda: running.shrink_cause,
                          placed=(functools.partial(self._placed, running) if spec.elastic
                                   else lambda size: None))
         running.hooks = hooks
@@ -457,13 +457,13 @@ class Scheduler:
         stops), or it was interrupted (Ray lost, preempted) and goes back to the queue to
         resume from ``latest``, its state at its newest chunk's end."""
         if (running.interrupted is None and not isinstance(exc, runner.JobCancelledError)
-                and (problem := self._ray_problem()) is not None):
+                and (problem := runner.ray_problem(self.runner)) is not None):
             # Ray died under the job before the supervisor looked: the job did not fail,
             # it is interrupted as the supervisor will interrupt the others; and nothing
             # starts on the lost Ray meanwhile (the supervisor ends the outage).
             with self._lock:
                 self.outage = self.outage or problem
-            running.interrupted, running.preempted_by = problem, None
+                running.interrupted, running.preempted_by = problem, None
         if running.interrupted is None or running.by_user:
             self._ended(job_id, running, exc)
         elif running.preempted_by is None:
@@ -478,13 +478,6 @@ class Scheduler:
             self._writer.put(lambda: self.store.add_preemption(job_id, info), job_id)
             if latest is not None:  # on disk too: a service that dies meanwhile replays none
                 self._checkpoint_later(job_id, latest)
-
-    def _ray_problem(self) -> str | None:
-        """Why jobs cannot run now, as the supervisor would find it (a failed check too)."""
-        try:
-            return self.runner.problem()
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
 
     def _checkpoint_later(self, job_id: str, state: TrainingState) -> None:
         """Write ``state`` as the job's newest checkpoint, through the store's writer: after

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from service.runner import ProcessRestartNeededError, Runner
+from service.runner import ProcessRestartNeededError, Runner, ray_problem
 from service.scheduler import Scheduler
 
 log = logging.getLogger("syncsgd.supervisor")
@@ -84,10 +84,7 @@ class Supervisor:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                problem = self.runner.problem()
-            except Exception as exc:  # the check itself failed: that is the answer
-                problem = f"{type(exc).__name__}: {exc}"
+            problem = ray_problem(self.runner)
             if problem is None:
                 self.cpus = self.runner.cluster_cpus()
                 if self.scheduler.outage is not None:  # a job saw Ray fail, and it passed
